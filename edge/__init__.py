@@ -1,0 +1,3 @@
+"""edge: on-device face-liveness runtime for embedded boards."""
+
+__version__ = "0.1.0"
