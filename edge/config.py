@@ -1,0 +1,302 @@
+"""Runtime configuration: TOML, validated in full before any device is opened.
+
+Every key is declared once in :data:`SCHEMA` with its type, default, accepted
+range and a human description of the accepted form. Unknown sections or keys,
+wrong types and out-of-range values raise :class:`~edge.errors.ConfigError`
+naming the dotted key, the bad value and what is expected. ``edge config
+--defaults`` prints the whole schema as a commented TOML file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from edge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Key:
+    type: type | tuple[type, ...]
+    default: Any
+    doc: str
+    check: Callable[[Any], bool] | None = None
+    expected: str | None = None  # description of the accepted form when check fails
+    choices: tuple | None = None
+
+
+def _rng(lo=None, hi=None, *, lo_open=False):
+    def check(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return False
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            return False
+        return hi is None or v <= hi
+
+    return check
+
+
+def _rng_text(kind, lo=None, hi=None, lo_open=False):
+    if lo is not None and hi is not None:
+        return f"{kind} in [{lo}, {hi}]" if not lo_open else f"{kind} in ({lo}, {hi}]"
+    if lo is not None:
+        return f"{kind} {'>' if lo_open else '>='} {lo}"
+    return kind
+
+
+def Int(default, doc, lo=None, hi=None):
+    return Key(int, default, doc, _rng(lo, hi), _rng_text("an integer", lo, hi))
+
+
+def Float(default, doc, lo=None, hi=None, lo_open=False):
+    return Key((int, float), default, doc, _rng(lo, hi, lo_open=lo_open), _rng_text("a number", lo, hi, lo_open))
+
+
+def Bool(default, doc):
+    return Key(bool, default, doc, expected="true or false")
+
+
+def Str(default, doc, choices=None):
+    exp = ("one of " + ", ".join(repr(c) for c in choices)) if choices else "a string"
+    return Key(str, default, doc, (lambda v: v in choices) if choices else None, exp, choices)
+
+
+def StrList(default, doc):
+    return Key(list, default, doc, lambda v: all(isinstance(x, str) and x for x in v), "a list of non-empty strings")
+
+
+SCHEMA: dict[str, dict[str, Key]] = {
+    "camera": {
+        "source": Str(
+            "synthetic://?pattern=face",
+            "frame source: video://FILE, images://DIR, image://FILE, synthetic://?..., "
+            "v4l2:///dev/video0?width=640&height=480&fps=30, picamera2://0, or a bare file/folder path",
+        ),
+        "read_timeout_s": Float(1.0, "a read that takes longer is a lost camera (FAULT)", 0.05, 10.0),
+        "keep_warm": Bool(False, "keep the camera open between sessions (continuous gate mode only)"),
+        "retry_attempts": Int(5, "attempts to reopen a lost camera before the next session", 1, 100),
+    },
+    "models": {
+        "dir": Str("", "folder with the manifests and build/ (default: the repository's models/)"),
+        "detector": Str("blazeface_short", "face detector manifest name"),
+        "liveness": StrList(["minifasnet_v2", "minifasnet_v1se"], "liveness manifest names (scores are averaged)"),
+        "variant": Str("float32", "which build of each model to load", ("float32", "int8")),
+        "accelerator": Str("cpu", "where to run: cpu, or edgetpu (fails loudly if absent)", ("cpu", "edgetpu")),
+        "threads": Int(1, "interpreter threads per model", 1, 8),
+    },
+    "detector": {
+        "min_score": Float(0.5, "minimum face score", 0.0, 1.0),
+        "iou_threshold": Float(0.3, "overlap above which detections merge", 0.0, 1.0),
+        "max_faces": Int(4, "faces reported per frame at most", 1, 32),
+        "every_n_frames": Int(1, "run the detector every n-th frame, tracking the face in between", 1, 30),
+    },
+    "quality": {
+        "enabled": Bool(True, "apply the quality gate before a frame may vote"),
+        "second_face_min_score": Float(0.75, "a second face counts (MULTIPLE_FACES) only above this score", 0.0, 1.0),
+        "second_face_min_ratio": Float(0.5, "... and only if at least this fraction of the main face's width", 0.0, 1.0),
+        "min_face_fraction": Float(0.12, "minimum face width as a fraction of the frame width", 0.0, 1.0),
+        "max_face_fraction": Float(0.9, "maximum face width as a fraction of the frame width", 0.0, 1.0, lo_open=True),
+        "max_yaw_deg": Float(35.0, "maximum head turn", 0.0, 90.0),
+        "max_pitch_deg": Float(35.0, "maximum head tilt up/down", 0.0, 90.0),
+        "min_sharpness": Float(15.0, "minimum variance of the Laplacian on the 64x64 grey face", 0.0),
+        "min_brightness": Float(40.0, "minimum mean grey level of the face", 0.0, 255.0),
+        "max_brightness": Float(220.0, "maximum mean grey level of the face", 0.0, 255.0),
+    },
+    "decision": {
+        "threshold": Float(0.5, "live score at or above which a frame votes live", 0.0, 1.0),
+        "window": Int(5, "votes considered", 1, 100),
+        "pass_votes": Int(3, "live votes in the window needed for PASS", 1, 100),
+        "fail_votes": Int(3, "attack votes in the window that give FAIL", 1, 100),
+        "timeout_ms": Int(3000, "session time budget", 100, 60000),
+        "no_face_ms": Int(2000, "NO_FACE when no face was seen this long", 100, 60000),
+        "min_votes_at_end": Int(1, "votes needed to decide when a finite source ends", 1, 100),
+    },
+    "trigger": {
+        "kind": Str("always", "what starts a session", ("always", "serial", "gpio")),
+        "max_sessions": Int(0, "with kind=always: stop after this many sessions (0 = run forever)", 0),
+        "pause_ms": Int(0, "with kind=always: pause between sessions", 0, 600000),
+        "gpio_pin": Int(27, "with kind=gpio: BCM pin of the trigger input", 0, 53),
+        "gpio_pull_up": Bool(True, "with kind=gpio: input pulled up (trigger shorts to ground)"),
+        "gpio_bounce_ms": Int(50, "with kind=gpio: debounce time", 0, 5000),
+    },
+    "output": {
+        "stdout": Bool(True, "print each verdict as a JSON line on stdout"),
+    },
+    "serial": {
+        "port": Str("", "controller link: /dev/ttyAMA0, /dev/ttyUSB0, a pty path or any pyserial URL (loop://)"),
+        "baudrate": Int(115200, "serial speed", 1200, 4000000),
+        "key_file": Str("", "HMAC key file (root-only; 64 hex characters or 32 raw bytes)"),
+        "key_credential": Str("hmac-key", "systemd credential name used when $CREDENTIALS_DIRECTORY is set"),
+        "heartbeat_interval_s": Float(1.0, "heartbeat period", 0.05, 60.0),
+        "heartbeat_timeout_s": Float(3.0, "controller silence after which the link is lost", 0.1, 600.0),
+        "result_retry_ms": Int(200, "RESULT is repeated at this period until ACKed", 10, 10000),
+    },
+    "relay": {
+        "enabled": Bool(False, "drive a door relay on PASS from this board's GPIO"),
+        "pin": Int(17, "BCM pin of the relay output", 0, 53),
+        "active_high": Bool(True, "relay energised when the pin is high"),
+        "pulse_ms": Int(1500, "how long the relay stays energised after PASS", 10, 60000),
+    },
+    "service": {
+        "guard": Bool(True, "refuse file writes and non-local sockets while a session runs (service mode)"),
+        "mlock": Bool(True, "lock memory so face pixels never reach swap (service mode)"),
+        "watchdog": Bool(True, "ping systemd's watchdog from the main loop when WATCHDOG_USEC is set"),
+    },
+    "logging": {
+        "level": Str("INFO", "log level", ("DEBUG", "INFO", "WARNING", "ERROR")),
+    },
+}
+
+
+def _section_class(name: str, keys: dict[str, Key]):
+    fields = [(k, Any, dataclasses.field(default=_copy_default(spec.default))) for k, spec in keys.items()]
+    return dataclasses.make_dataclass(name.capitalize() + "Config", fields, frozen=True)
+
+
+def _copy_default(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+_SECTIONS = {name: _section_class(name, keys) for name, keys in SCHEMA.items()}
+
+
+@dataclass(frozen=True)
+class Config:
+    camera: Any
+    models: Any
+    detector: Any
+    quality: Any
+    decision: Any
+    trigger: Any
+    output: Any
+    serial: Any
+    relay: Any
+    service: Any
+    logging: Any
+    source: str | None = None  # file the config came from
+
+    def to_dict(self) -> dict:
+        return {name: dataclasses.asdict(getattr(self, name)) for name in SCHEMA}
+
+
+def _check_value(dotted: str, spec: Key, value: Any, source: str | None) -> Any:
+    # bool is an int subclass in Python; TOML keeps them apart, so must we.
+    types = spec.type if isinstance(spec.type, tuple) else (spec.type,)
+    ok_type = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok_type:
+        raise ConfigError(dotted, value, spec.expected or _type_name(spec.type), source=source)
+    if spec.check is not None and not spec.check(value):
+        raise ConfigError(dotted, value, spec.expected or "a valid value", source=source)
+    if isinstance(value, list):
+        return tuple(value)
+    if float in types and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def _type_name(t) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false", list: "a list"}.get(t, str(t))
+
+
+def from_dict(data: dict, *, source: str | None = None) -> Config:
+    """Validate a parsed TOML document (every problem names its key) and build a Config."""
+    if not isinstance(data, dict):
+        raise ConfigError("<root>", data, "a TOML table", source=source)
+    for section in data:
+        if section not in SCHEMA:
+            raise ConfigError(section, data[section], "a known section: " + ", ".join(f"[{s}]" for s in SCHEMA), source=source)
+    sections = {}
+    for name, keys in SCHEMA.items():
+        raw = data.get(name, {})
+        if not isinstance(raw, dict):
+            raise ConfigError(name, raw, f"a table [{name}]", source=source)
+        values = {}
+        for key, value in raw.items():
+            if key not in keys:
+                near = ", ".join(sorted(keys))
+                raise ConfigError(f"{name}.{key}", value, f"a known key ([{name}] takes: {near})", source=source)
+            values[key] = _check_value(f"{name}.{key}", keys[key], value, source)
+        sections[name] = _SECTIONS[name](**values)
+    _check_relations(sections, source)
+    return Config(**sections, source=source)
+
+
+def _check_relations(s: dict, source: str | None) -> None:
+    d = s["decision"]
+    for key in ("pass_votes", "fail_votes"):
+        if getattr(d, key) > d.window:
+            raise ConfigError(f"decision.{key}", getattr(d, key), f"at most decision.window ({d.window})", source=source)
+    if d.no_face_ms > d.timeout_ms:
+        raise ConfigError("decision.no_face_ms", d.no_face_ms, f"at most decision.timeout_ms ({d.timeout_ms})", source=source)
+    q = s["quality"]
+    if q.min_face_fraction >= q.max_face_fraction:
+        raise ConfigError(
+            "quality.min_face_fraction", q.min_face_fraction, f"less than quality.max_face_fraction ({q.max_face_fraction})", source=source
+        )
+    if q.min_brightness >= q.max_brightness:
+        raise ConfigError("quality.min_brightness", q.min_brightness, f"less than quality.max_brightness ({q.max_brightness})", source=source)
+    if not s["models"].liveness:
+        raise ConfigError("models.liveness", [], "at least one liveness model name", source=source)
+    if s["trigger"].kind == "serial" and not s["serial"].port:
+        raise ConfigError("serial.port", "", "a device path or URL when trigger.kind = 'serial'", source=source)
+    if not s["camera"].source.strip():
+        raise ConfigError("camera.source", s["camera"].source, "a camera spec such as video://clip.mp4", source=source)
+
+
+def load(path: str | Path | None = None, *, overrides: dict | None = None) -> Config:
+    """Load and validate a TOML config file (``None``: the defaults)."""
+    data: dict = {}
+    src = None
+    if path is not None:
+        src = str(path)
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError as err:
+            raise ConfigError("<file>", src, "an existing TOML file (see: edge config --defaults)", source=src) from err
+        except tomllib.TOMLDecodeError as err:
+            raise ConfigError("<file>", src, f"valid TOML ({err})", source=src) from err
+    if overrides:
+        data = merge(data, overrides)
+    return from_dict(data, source=src)
+
+
+def merge(base: dict, extra: dict) -> dict:
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.items()}
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def defaults_toml() -> str:
+    """The full schema as a commented TOML document with every default."""
+    lines = ["# edge configuration: every key with its default. Delete what you do not change.", ""]
+    for name, keys in SCHEMA.items():
+        lines.append(f"[{name}]")
+        for key, spec in keys.items():
+            lines.append(f"# {spec.doc}" + (f" ({spec.expected})" if spec.expected and spec.type is not bool else ""))
+            lines.append(f"{key} = {_toml_value(spec.default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
