@@ -1,0 +1,194 @@
+"""Build the runtime's parts from a validated :class:`~edge.config.Config`.
+
+Order matters for a gate: the whole config is validated first (edge.config),
+then the models are verified against their manifests and loaded, then the
+camera spec is parsed (no device touched), then the controller link opens.
+Only a session opens the camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from contextlib import ExitStack
+from pathlib import Path
+
+from edge.config import Config
+from edge.decision import DecisionConfig
+from edge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _models_dir(cfg: Config):
+    if cfg.models.dir:
+        os.environ["EDGE_MODELS_DIR"] = str(Path(cfg.models.dir).expanduser().resolve())
+
+
+def decision_config(cfg: Config) -> DecisionConfig:
+    d = cfg.decision
+    return DecisionConfig(
+        threshold=d.threshold,
+        window=d.window,
+        pass_votes=d.pass_votes,
+        fail_votes=d.fail_votes,
+        timeout_ms=d.timeout_ms,
+        no_face_ms=d.no_face_ms,
+        min_votes_at_end=d.min_votes_at_end,
+    )
+
+
+def liveness_specs(cfg: Config):
+    from edge.liveness.minifasnet import LivenessModelSpec
+    from edge.models import registry
+
+    specs = []
+    for name in cfg.models.liveness:
+        m = registry.load_manifest(name)
+        if m.kind != "liveness":
+            raise ConfigError("models.liveness", name, f"a liveness model (the manifest of {name!r} says {m.kind!r})")
+        specs.append(
+            LivenessModelSpec(
+                name=name,
+                path=registry.artifact_path(name, cfg.models.variant),
+                crop_scale=m.crop_scale,
+                input_width=m.input_width,
+                input_height=m.input_height,
+                colour=m.colour,
+                pixel_scale=m.pixel_scale,
+                pixel_offset=m.pixel_offset,
+                live_index=m.live_index,
+            )
+        )
+    return specs
+
+
+def build_gate(cfg: Config):
+    q = cfg.quality
+    if not q.enabled:
+        from edge.pipeline import SimpleGate
+
+        return SimpleGate(q.second_face_min_score, q.second_face_min_ratio)
+    from edge.quality import QualityConfig, QualityGate
+
+    return QualityGate(QualityConfig.from_config(q))
+
+
+def build_pipeline(cfg: Config, *, on_progress=None):
+    """Load and verify the models and return a ready :class:`~edge.pipeline.Pipeline`."""
+    from edge.detect.blazeface import BlazeFaceDetector, BlazeFaceOptions
+    from edge.liveness.minifasnet import MiniFASNetEnsemble
+    from edge.models import registry
+    from edge.pipeline import Pipeline
+
+    _models_dir(cfg)
+    edgetpu = cfg.models.accelerator == "edgetpu"
+    det_manifest = registry.load_manifest(cfg.models.detector)
+    if det_manifest.kind != "detector":
+        raise ConfigError("models.detector", cfg.models.detector, f"a detector model (manifest says {det_manifest.kind!r})")
+    detector = BlazeFaceDetector(
+        registry.artifact_path(cfg.models.detector, cfg.models.variant),
+        BlazeFaceOptions(
+            min_score=cfg.detector.min_score,
+            iou_threshold=cfg.detector.iou_threshold,
+            max_faces=cfg.detector.max_faces,
+            threads=cfg.models.threads,
+            edgetpu=edgetpu,
+        ),
+    )
+    try:
+        liveness = MiniFASNetEnsemble(liveness_specs(cfg), threads=cfg.models.threads, edgetpu=edgetpu)
+    except BaseException:
+        detector.close()
+        raise
+    return Pipeline(
+        detector,
+        liveness,
+        decision_config(cfg),
+        build_gate(cfg),
+        every_n_frames=cfg.detector.every_n_frames,
+        read_timeout_s=cfg.camera.read_timeout_s,
+        on_progress=on_progress,
+    )
+
+
+class RuntimeHandle:
+    """A Runtime with everything it opened, closed in reverse order on exit."""
+
+    def __init__(self, runtime, stack: ExitStack):
+        self.runtime = runtime
+        self._stack = stack
+
+    @property
+    def current(self):
+        return self.runtime.current
+
+    def run(self) -> int:
+        return self.runtime.run()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def build_runtime(cfg: Config, *, service: bool = False, shutdown: threading.Event | None = None) -> RuntimeHandle:
+    from edge.bridge.factory import open_bridge
+    from edge.camera import open_camera
+    from edge.pipeline import Runtime
+
+    shutdown = shutdown or threading.Event()
+    stack = ExitStack()
+    try:
+        watchdog = None
+        guard_factory = None
+        if service:
+            from edge.service import harden
+
+            harden.harden_process(mlock=cfg.service.mlock)
+            if cfg.service.watchdog:
+                from edge.service.notify import Watchdog
+
+                watchdog = Watchdog.from_env()
+                if watchdog is not None:
+                    watchdog.start()
+                    stack.callback(watchdog.stop)
+            if cfg.service.guard:
+                from edge.service import guard
+
+                guard_factory = guard.session_guard
+        open_camera(cfg.camera.source)  # validate the spec now: fail at start-up, not at the first session
+        pipeline = stack.enter_context(build_pipeline(cfg, on_progress=watchdog.kick if watchdog else None))
+        trigger, sink = open_bridge(bridge_config(cfg))
+        stack.callback(trigger.close)
+        stack.callback(sink.close)
+        runtime = Runtime(
+            pipeline,
+            lambda: open_camera(cfg.camera.source),
+            trigger,
+            sink,
+            keep_warm=cfg.camera.keep_warm,
+            shutdown=shutdown,
+            on_idle=watchdog.kick if watchdog else None,
+            session_guard=guard_factory,
+        )
+        if service:
+            from edge.service.notify import notify
+
+            notify("READY=1", "STATUS=waiting for a trigger")
+            stack.callback(notify, "STOPPING=1")
+        return RuntimeHandle(runtime, stack)
+    except BaseException:
+        stack.close()
+        raise
+
+
+def bridge_config(cfg: Config):
+    from edge.bridge.factory import BridgeConfig
+
+    return BridgeConfig.from_config(cfg)

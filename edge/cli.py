@@ -1,0 +1,246 @@
+"""The ``edge`` command line.
+
+Exit codes: 0 success, 1 a check failed or a verdict was not PASS where that
+matters, 2 bad usage or bad configuration, 3 a model or device problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from edge import __version__
+from edge.errors import CameraError, ConfigError, EdgeError, ModelError
+
+log = logging.getLogger("edge.cli")
+
+IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+VIDEO_EXT = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpg", ".mjpeg"}
+
+# Subcommands contributed by other modules: (module, description). A module that
+# cannot be imported (an optional part missing) only loses its own command.
+PLUGINS = (
+    "edge.models.cli",
+    "edge.camera.cli",
+    "edge.service.doctor",
+    "edge.eval.cli",
+    "edge.bench",
+)
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when stderr is a terminal."""
+
+    def __init__(self, total: int, label: str, enabled: bool | None = None):
+        self.total = total
+        self.label = label
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.done = 0
+
+    def step(self) -> None:
+        self.done += 1
+        if self.enabled and self.total > 1:
+            width = 30
+            filled = int(width * self.done / self.total)
+            sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}")
+            if self.done == self.total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _setup_logging(level: str, quiet: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def expand_inputs(paths: list[str]) -> list[tuple[str, str]]:
+    """Map CLI inputs to (label, camera spec): files by extension, folders recursively
+    (one entry per image or video inside), and explicit specs (scheme://) as given."""
+    out: list[tuple[str, str]] = []
+    for raw in paths:
+        if "://" in raw:
+            out.append((raw, raw))
+            continue
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXT | VIDEO_EXT)
+            if not found:
+                raise ConfigError("PATH", raw, "a folder containing images or videos")
+            out.extend(expand_inputs([str(f) for f in found]))
+        elif p.is_file():
+            ext = p.suffix.lower()
+            if ext in IMAGE_EXT:
+                out.append((raw, f"image://{p}"))
+            elif ext in VIDEO_EXT:
+                out.append((raw, f"video://{p}"))
+            else:
+                raise ConfigError("PATH", raw, "an image (" + ", ".join(sorted(IMAGE_EXT)) + ") or a video")
+        else:
+            raise ConfigError("PATH", raw, "an existing file or folder")
+    return out
+
+
+# -- commands ------------------------------------------------------------------------------
+def cmd_check(args) -> int:
+    from edge import config as config_mod
+    from edge.assemble import build_pipeline
+    from edge.camera import open_camera
+
+    cfg = config_mod.load(args.config)
+    inputs = expand_inputs(args.paths)
+    results = []
+    progress = _Progress(len(inputs), "checking", enabled=None if not args.no_progress else False)
+    with build_pipeline(cfg) as pipeline:
+        for label, spec in inputs:
+            camera = open_camera(spec)
+            outcome = pipeline.run_session(camera, keep_scores=True)
+            row = {"input": label, **outcome.verdict.to_dict(), "score": None if outcome.score is None else round(outcome.score, 6)}
+            row.pop("session_id", None)
+            results.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
+            progress.step()
+    if not args.json:
+        _print_table(results)
+    return 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    width = min(max(len(r["input"]) for r in rows), 70)
+    print(f"{'input':<{width}}  {'verdict':<8} {'reason':<17} {'score':>6} {'frames':>6} {'ms':>6}")
+    for r in rows:
+        name = r["input"] if len(r["input"]) <= width else "..." + r["input"][-(width - 3):]
+        score = "" if r["score"] is None else f"{r['score']:.3f}"
+        print(f"{name:<{width}}  {r['verdict']:<8} {r['reason']:<17} {score:>6} {r['frames_used']:>6} {r['elapsed_ms']:>6}")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
+    print("total: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+def cmd_run(args) -> int:
+    from edge import config as config_mod
+    from edge.assemble import build_runtime
+
+    overrides = {}
+    if args.source:
+        overrides.setdefault("camera", {})["source"] = args.source
+    if args.sessions is not None:
+        overrides.setdefault("trigger", {})["max_sessions"] = args.sessions
+    cfg = config_mod.load(args.config, overrides=overrides)
+    _setup_logging(cfg.logging.level, args.quiet)
+    shutdown = threading.Event()
+    runtime = build_runtime(cfg, service=args.service, shutdown=shutdown)
+
+    def on_term(signum, _frame):
+        log.info("signal %d: ending the current session with FAULT and stopping", signum)
+        shutdown.set()
+        current = runtime.current
+        if current is not None:
+            current.cancel.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    with runtime:
+        return runtime.run()
+
+
+def cmd_config(args) -> int:
+    from edge import config as config_mod
+
+    if args.defaults:
+        sys.stdout.write(config_mod.defaults_toml())
+        return 0
+    cfg = config_mod.load(args.check)
+    print(f"{args.check or '(defaults)'}: ok")
+    if args.json:
+        print(json.dumps(cfg.to_dict(), indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge",
+        description="On-device face liveness: camera -> face -> live or attack -> door controller.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("check", help="one verdict per image, video or folder of them")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image, video, folder, or camera spec (video://..., images://DIR)")
+    p.add_argument("--config", help="TOML config (default: built-in defaults)")
+    p.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("run", help="the main loop: wait for a trigger, run a session, report the verdict")
+    p.add_argument("--config", help="TOML config (default: built-in defaults, the bundled demo source)")
+    p.add_argument("--source", help="override camera.source (e.g. video://clip.mp4, v4l2:///dev/video0)")
+    p.add_argument("--sessions", type=int, help="override trigger.max_sessions (with trigger.kind = 'always')")
+    p.add_argument("--service", action="store_true", help="service mode: privacy guard, no core dumps, mlock, sd_notify")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only on stderr")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("config", help="print the default config, or validate a config file")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--defaults", action="store_true", help="print every key with its default as TOML")
+    g.add_argument("--check", metavar="FILE", help="validate FILE (exit 2 with the key and the fix if bad)")
+    p.add_argument("--json", action="store_true", help="with --check: print the resolved config as JSON")
+    p.set_defaults(func=cmd_config)
+
+    for name in PLUGINS:
+        try:
+            mod = importlib.import_module(name)
+        except ImportError as err:
+            log.debug("command module %s unavailable: %s", name, err)
+            continue
+        register = getattr(mod, "register", None)
+        if register is not None:
+            register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
+    elif args.command != "run":
+        _setup_logging("WARNING")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as err:
+        print(f"edge: configuration error: {err}", file=sys.stderr)
+        return 2
+    except (ModelError, CameraError) as err:
+        print(f"edge: {err}", file=sys.stderr)
+        return 3
+    except EdgeError as err:
+        print(f"edge: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # stdout closed early (e.g. piped into head): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

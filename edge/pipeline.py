@@ -1,0 +1,346 @@
+"""The session runner: frames in, one verdict out.
+
+:class:`Pipeline` holds the loaded stages (detector, quality gate, liveness)
+and runs one session on a camera: read the newest frame, detect, gate, score,
+feed the decision, until the decision answers. Whatever happens, the session
+ends with every buffer that held pixels or scores zeroed, the camera closed
+(unless kept warm for continuous gate mode) and exactly one verdict.
+
+:class:`Runtime` is the main loop of ``edge run``: wait on the trigger with the
+camera closed, run a session, deliver the verdict to the sink, repeat.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from edge.bridge.base import SessionRequest, Trigger, VerdictSink
+from edge.camera.base import Camera
+from edge.decision import Decision, DecisionConfig
+from edge.detect.base import FaceDetector
+from edge.errors import CameraError, CameraLost, EndOfStream, ModelError
+from edge.liveness.base import LivenessModel
+from edge.types import FaceBox, Prompt, Reason, Verdict, VerdictKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    ok: bool
+    reason: Reason
+    prompt: Prompt
+    face: FaceBox | None  # the face that may vote (the main face), if any
+
+
+class SimpleGate:
+    """Minimal quality gate: exactly one confident face. The full gate is :mod:`edge.quality`."""
+
+    def __init__(self, second_face_min_score: float = 0.75, second_face_min_ratio: float = 0.5):
+        self.second_face_min_score = second_face_min_score
+        self.second_face_min_ratio = second_face_min_ratio
+
+    def assess(self, image: np.ndarray, faces: tuple[FaceBox, ...]) -> GateResult:
+        if not faces:
+            return GateResult(False, Reason.NO_FACE_FOUND, Prompt.LOOK_AT_CAMERA, None)
+        main = main_face(faces)
+        if count_people(faces, main, self.second_face_min_score, self.second_face_min_ratio) > 1:
+            return GateResult(False, Reason.MULTIPLE_FACES, Prompt.ONE_PERSON_ONLY, main)
+        return GateResult(True, Reason.NONE, Prompt.HOLD_STILL, main)
+
+    def wipe(self) -> None:
+        pass
+
+
+def main_face(faces: tuple[FaceBox, ...]) -> FaceBox:
+    """The face a session is about: the largest (nearest the camera)."""
+    return max(faces, key=lambda f: f.area)
+
+
+def count_people(faces, main: FaceBox, min_score: float, min_ratio: float) -> int:
+    """Faces that plausibly are another person: confident and not tiny next to the main face.
+
+    Weak, small detections beside a face (the back of a head, a poster far
+    behind) are common false positives; they must not block a session, but a
+    second real face in front of the camera must (it is a reason code, never a guess).
+    """
+    return 1 + sum(1 for f in faces if f is not main and f.score >= min_score and f.w >= min_ratio * main.w)
+
+
+@dataclass(frozen=True)
+class SessionOutcome:
+    """What a session produced. ``score`` (mean live score of the voting frames) is
+    per-person data: it is returned to offline tools (``edge check``, ``edge eval``)
+    and never logged or sent on the wire."""
+
+    verdict: Verdict
+    score: float | None = None
+    frame_scores: tuple[float, ...] = ()
+
+
+class Pipeline:
+    """Loaded stages plus the session loop. Thread-compatible, not thread-safe: one session at a time."""
+
+    def __init__(
+        self,
+        detector: FaceDetector,
+        liveness: LivenessModel,
+        decision: DecisionConfig | None = None,
+        gate=None,
+        *,
+        every_n_frames: int = 1,
+        read_timeout_s: float = 1.0,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+        on_progress: Callable[[], None] | None = None,
+    ):
+        self.detector = detector
+        self.liveness = liveness
+        self.gate = gate or SimpleGate()
+        self.decision = Decision(decision or DecisionConfig())
+        self.every_n_frames = max(1, int(every_n_frames))
+        self.read_timeout_s = read_timeout_s
+        self._clock_ns = clock_ns
+        self.on_progress = on_progress  # called once per frame (watchdog kick)
+        self._last_faces: tuple[FaceBox, ...] = ()
+        self._session_counter = 0
+        # Scores of the current session, kept only for offline tools; wiped at session end.
+        self._frame_scores = np.zeros(256, dtype=np.float64)
+        self._n_scores = 0
+
+    # ------------------------------------------------------------------------------------
+    def run_session(
+        self,
+        camera: Camera,
+        request: SessionRequest | None = None,
+        sink: VerdictSink | None = None,
+        *,
+        keep_open: bool = False,
+        keep_scores: bool = False,
+        deliver: bool = True,
+    ) -> SessionOutcome:
+        """Run one session on ``camera`` (opened here if it is not open) and return its outcome.
+
+        Exactly one verdict is produced and, if ``sink`` is given, delivered to it,
+        after every buffer has been wiped. Never raises for a fault of the camera,
+        a model or this code: those end the session with FAULT.
+        """
+        if request is None:
+            self._session_counter += 1
+            request = SessionRequest(session_id=self._session_counter)
+        decision = self.decision
+        t_start_ns = self._clock_ns()
+        decision.start(0.0, session_id=request.session_id)
+        self._n_scores = 0
+        self._last_faces = ()
+        last_prompt = Prompt.NONE
+        verdict: Verdict | None = None
+        timeline_origin: int | None = None
+        t_ms = 0.0
+        score_sum = 0.0
+        n_votes = 0
+        log.info("session %d started (origin %s)", request.session_id, request.origin)
+        try:
+            try:
+                if not getattr(camera, "is_open", False):
+                    camera.open()
+            except CameraError as err:
+                log.error("session %d: camera could not be opened: %s", request.session_id, err)
+                verdict = decision.on_fault(self._elapsed_ms(t_start_ns), Reason.CAMERA_OPEN_FAILED)
+            finite = bool(getattr(camera, "finite", False))
+            if verdict is None and sink is not None:
+                last_prompt = self._prompt(sink, request, last_prompt, Prompt.LOOK_AT_CAMERA)
+            while verdict is None:
+                if request.cancel.is_set():
+                    verdict = decision.on_fault(self._elapsed_ms(t_start_ns), Reason.ABORTED)
+                    break
+                try:
+                    frame = camera.read(self.read_timeout_s)
+                except EndOfStream:
+                    verdict = decision.on_end(t_ms if finite else self._elapsed_ms(t_start_ns))
+                    break
+                except CameraLost as err:
+                    log.error("session %d: camera lost: %s", request.session_id, err)
+                    verdict = decision.on_fault(self._elapsed_ms(t_start_ns), Reason.CAMERA_LOST)
+                    break
+                # Finite sources (files) run on their own timeline so an offline check gives the
+                # same verdict however fast this machine is; live cameras on the monotonic clock.
+                if finite:
+                    if timeline_origin is None:
+                        timeline_origin = frame.timestamp_ns
+                    t_ms = (frame.timestamp_ns - timeline_origin) / 1e6
+                else:
+                    t_ms = self._elapsed_ms(t_start_ns)
+                faces = self._faces(frame.image, frame.index)
+                gate = self.gate.assess(frame.image, faces)
+                score = None
+                if gate.ok:
+                    score = self.liveness.score(frame.image, gate.face).live
+                    if keep_scores and self._n_scores < len(self._frame_scores):
+                        self._frame_scores[self._n_scores] = score
+                        self._n_scores += 1
+                    score_sum += score
+                    n_votes += 1
+                verdict = decision.on_frame(t_ms, faces=len(faces), score=score, reason=gate.reason)
+                if verdict is None and sink is not None:
+                    last_prompt = self._prompt(sink, request, last_prompt, gate.prompt)
+                if self.on_progress is not None:
+                    self.on_progress()
+        except ModelError as err:
+            log.error("session %d: model error: %s", request.session_id, err)
+            verdict = decision.on_fault(self._elapsed_ms(t_start_ns), Reason.MODEL_ERROR)
+        except Exception as err:  # fail secure: whatever broke, the door stays locked
+            log.error("session %d: internal error (%s)", request.session_id, type(err).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+            verdict = decision.on_fault(self._elapsed_ms(t_start_ns), Reason.INTERNAL_ERROR)
+        finally:
+            frame = None  # drop the borrowed frame before its buffer is wiped
+            frame_scores = tuple(float(s) for s in self._frame_scores[: self._n_scores]) if keep_scores else ()
+            self._end_session(camera, keep_open)
+        mean = (score_sum / n_votes) if (keep_scores and n_votes) else None
+        log.info(
+            "session %d: %s (%s) frames_used=%d frames_seen=%d elapsed_ms=%d",
+            request.session_id,
+            verdict.kind.value,
+            verdict.reason.name,
+            verdict.frames_used,
+            verdict.frames_seen,
+            verdict.elapsed_ms,
+        )
+        if sink is not None and deliver:
+            try:
+                sink.result(request, verdict)
+            except Exception as err:
+                log.error("session %d: verdict delivery failed (%s)", request.session_id, type(err).__name__)
+        return SessionOutcome(verdict=verdict, score=mean, frame_scores=frame_scores)
+
+    # ------------------------------------------------------------------------------------
+    def _faces(self, image: np.ndarray, index: int) -> tuple[FaceBox, ...]:
+        # Between detector runs the last boxes stand in: at 30 fps a face moves a few
+        # pixels per frame, well inside the liveness crop's 2.7x margin.
+        if self.every_n_frames == 1 or not self._last_faces or index % self.every_n_frames == 0:
+            self._last_faces = self.detector.detect(image)
+        return self._last_faces
+
+    @staticmethod
+    def _prompt(sink: VerdictSink, request: SessionRequest, last: Prompt, new: Prompt) -> Prompt:
+        if new is not last and new is not Prompt.NONE:
+            try:
+                sink.prompt(request, new)
+            except Exception as err:  # a prompt is advice; losing one must not end the session
+                log.warning("session %d: prompt delivery failed (%s)", request.session_id, type(err).__name__)
+            return new
+        return last
+
+    def _elapsed_ms(self, t_start_ns: int) -> float:
+        return (self._clock_ns() - t_start_ns) / 1e6
+
+    def _end_session(self, camera: Camera, keep_open: bool) -> None:
+        """Privacy: zero every buffer that held pixels or per-person scores."""
+        self._last_faces = ()
+        for stage in (self.detector, self.liveness, self.gate):
+            wipe = getattr(stage, "wipe", None)
+            if wipe is not None:
+                try:
+                    wipe()
+                except Exception as err:
+                    log.error("wipe of %s failed (%s)", type(stage).__name__, type(err).__name__)
+        self.decision.wipe()
+        self._frame_scores.fill(0.0)
+        if keep_open:
+            wipe = getattr(camera, "wipe", None)
+            if wipe is not None:
+                wipe()
+        else:
+            try:
+                camera.close()  # also zeroes the camera's frame buffers
+            except Exception as err:
+                log.error("camera close failed (%s)", type(err).__name__)
+
+    def close(self) -> None:
+        for stage in (self.detector, self.liveness):
+            stage.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Runtime:
+    """The main loop: wait on the trigger (camera closed), run a session, deliver, repeat."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        camera_factory: Callable[[], Camera],
+        trigger: Trigger,
+        sink: VerdictSink,
+        *,
+        keep_warm: bool = False,
+        shutdown: threading.Event | None = None,
+        on_idle: Callable[[], None] | None = None,
+        session_guard: Callable[[], object] | None = None,
+        wait_s: float = 0.5,
+    ):
+        self.pipeline = pipeline
+        self.camera_factory = camera_factory
+        self.trigger = trigger
+        self.sink = sink
+        self.keep_warm = keep_warm
+        self.shutdown = shutdown or threading.Event()
+        self.on_idle = on_idle
+        self.session_guard = session_guard
+        self.wait_s = wait_s
+        self.current: SessionRequest | None = None
+        self.sessions = 0
+        self._camera: Camera | None = None
+
+    def run(self) -> int:
+        try:
+            while not self.shutdown.is_set():
+                if self.on_idle is not None:
+                    self.on_idle()
+                request = self.trigger.wait(self.wait_s)
+                if request is None:
+                    if getattr(self.trigger, "exhausted", False):
+                        break
+                    continue
+                self.run_one(request)
+        finally:
+            if self._camera is not None:
+                self._camera.close()
+                self._camera = None
+        return 0
+
+    def run_one(self, request: SessionRequest) -> SessionOutcome:
+        self.current = request
+        if self.shutdown.is_set():
+            request.cancel.set()
+        try:
+            camera = self._camera or self.camera_factory()
+            if self.keep_warm:
+                self._camera = camera
+            guard = self.session_guard() if self.session_guard is not None else None
+            if guard is not None:
+                with guard:
+                    outcome = self.pipeline.run_session(camera, request, self.sink, keep_open=self.keep_warm, deliver=False)
+            else:
+                outcome = self.pipeline.run_session(camera, request, self.sink, keep_open=self.keep_warm, deliver=False)
+        except Exception as err:
+            # The camera spec itself failed (validated at start-up, so this is rare): still one FAULT.
+            log.error("session %d could not start (%s)", request.session_id, type(err).__name__)
+            outcome = SessionOutcome(Verdict(VerdictKind.FAULT, Reason.INTERNAL_ERROR, 0, 0, 0, request.session_id))
+        # The sink writes to a serial port or stdout: outside the privacy guard, after the wipe.
+        try:
+            self.sink.result(request, outcome.verdict)
+        except Exception as err:
+            log.error("session %d: verdict delivery failed (%s)", request.session_id, type(err).__name__)
+        self.sessions += 1
+        self.current = None
+        return outcome
