@@ -32,6 +32,7 @@ PLUGINS = (
     "edge.service.doctor",
     "edge.eval.cli",
     "edge.bench",
+    "edge.demo",
 )
 
 
