@@ -267,7 +267,28 @@ def load(path: str | Path | None = None, *, overrides: dict | None = None) -> Co
             raise ConfigError("<file>", src, f"valid TOML ({err})", source=src) from err
     if overrides:
         data = merge(data, overrides)
-    return from_dict(data, source=src)
+    cfg = from_dict(data, source=src)
+    if path is not None:
+        cfg = _resolve_relative_source(cfg, Path(path).resolve().parent)
+    return cfg
+
+
+_FILE_SCHEMES = ("image://", "images://", "video://")
+
+
+def _resolve_relative_source(cfg: Config, base: Path) -> Config:
+    """File sources in a config file are relative to that file, not to the working directory,
+    so a config works the same from a shell, a test and a systemd unit."""
+    src = cfg.camera.source
+    prefix = next((p for p in _FILE_SCHEMES if src.startswith(p)), "")
+    if not prefix and "://" in src:
+        return cfg
+    rest = src[len(prefix):]
+    path_part, sep, query = rest.partition("?")
+    if not path_part or Path(path_part).is_absolute():
+        return cfg
+    resolved = prefix + str((base / path_part).resolve()) + sep + query
+    return dataclasses.replace(cfg, camera=dataclasses.replace(cfg.camera, source=resolved))
 
 
 def merge(base: dict, extra: dict) -> dict:
