@@ -1,0 +1,1 @@
+"""Model conversion and verification: checkpoints -> TFLite, golden checks."""
