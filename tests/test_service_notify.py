@@ -195,3 +195,18 @@ def test_max_block_keeps_kicks_fresh(path_receiver):
     n = Notifier.from_env({"NOTIFY_SOCKET": value})
     assert Watchdog(n, 2.5).max_block_s(default=5.0) == pytest.approx(1.25)
     assert Watchdog(n, None).max_block_s(default=5.0) == 5.0
+
+
+def test_module_level_notify_and_default_watchdog(path_receiver, monkeypatch):
+    from edge.service import notify as notify_mod
+
+    value, rx = path_receiver
+    monkeypatch.setenv("NOTIFY_SOCKET", value)
+    monkeypatch.setenv("WATCHDOG_USEC", "3000000")
+    monkeypatch.setattr(notify_mod, "_default", None)
+    assert notify_mod.notify("READY=1", "STATUS=waiting for a trigger")
+    wd = Watchdog.from_env()
+    assert wd.enabled and wd.interval_s == pytest.approx(1.5)
+    assert rx.wait_for(1) == ["READY=1\nSTATUS=waiting for a trigger\n"]
+    notify_mod.default_notifier().close()
+    monkeypatch.setattr(notify_mod, "_default", None)

@@ -34,7 +34,7 @@ from typing import Callable, Mapping
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Notifier", "Watchdog", "notify_address"]
+__all__ = ["Notifier", "Watchdog", "notify", "default_notifier", "notify_address", "watchdog_interval_s"]
 
 
 def notify_address(value: str | None) -> str | bytes | None:
@@ -178,9 +178,16 @@ class Watchdog:
         self.withheld = 0
 
     @classmethod
-    def from_env(cls, notifier: Notifier, environ: Mapping[str, str] | None = None,
+    def from_env(cls, notifier: Notifier | None = None, environ: Mapping[str, str] | None = None,
                  **kwargs: object) -> "Watchdog":
+        """A watchdog configured from the environment; disabled (still usable) if not asked for.
+
+        ``notifier`` defaults to the process-wide :func:`default_notifier` when
+        ``environ`` is not given, else to one built from ``environ``.
+        """
         env = os.environ if environ is None else environ
+        if notifier is None:
+            notifier = default_notifier() if environ is None else Notifier.from_env(env)
         return cls(notifier, watchdog_interval_s(env), **kwargs)  # type: ignore[arg-type]
 
     @property
@@ -239,6 +246,24 @@ class Watchdog:
                     log.error("watchdog: main loop has not kicked for %.1f s; withholding WATCHDOG=1 "
                               "so systemd restarts the service", age)
                     self._withholding = True
+
+
+_default: Notifier | None = None
+_default_lock = threading.Lock()
+
+
+def default_notifier() -> Notifier:
+    """The process-wide notifier for ``$NOTIFY_SOCKET`` (created on first use)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Notifier.from_env()
+        return _default
+
+
+def notify(*assignments: str, **fields: object) -> bool:
+    """``notify("READY=1", "STATUS=waiting for a trigger")``: sd_notify(3) in one call; no-op outside systemd."""
+    return default_notifier().send(*assignments, **fields)
 
 
 def watchdog_interval_s(environ: Mapping[str, str]) -> float | None:
