@@ -1,0 +1,348 @@
+"""The runtime's end of the controller link: a Trigger and a VerdictSink on one serial port.
+
+A reader thread (stop Event + timed join, the gpiozero pattern) parses frames,
+answers the controller's HELLO, sends HEARTBEAT, turns START into a
+:class:`SessionRequest` and ABORT into ``request.cancel.set()``. The runner's
+thread sends PROMPT and RESULT; RESULT is repeated every ``result_retry_ms``
+until the controller ACKs it or the session's deadline passes. See
+firmware_bridge/PROTOCOL.md for the wire format.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Callable
+
+from edge.bridge import protocol as P
+from edge.bridge.base import SessionRequest
+from edge.errors import BridgeError
+from edge.types import Prompt, Reason, Verdict
+
+log = logging.getLogger(__name__)
+
+
+def open_serial(port: str, baudrate: int):
+    """Any device pyserial understands: /dev/ttyAMA0, /dev/ttyUSB0, a pty path, loop://."""
+    import serial
+
+    try:
+        # short read timeout: the reader thread must notice stop() and send heartbeats
+        return serial.serial_for_url(port, baudrate=baudrate, timeout=0.02, write_timeout=1.0)
+    except (serial.SerialException, OSError, ValueError) as err:
+        raise BridgeError(
+            f"cannot open serial port {port!r} ({err}); check serial.port, that the device exists and that "
+            f"the service user may use it (group dialout)"
+        ) from err
+
+
+class SerialBridge:
+    """Trigger + VerdictSink over the authenticated serial protocol."""
+
+    def __init__(
+        self,
+        port,
+        key: bytes,
+        *,
+        baudrate: int = 115200,
+        heartbeat_interval_s: float = 1.0,
+        heartbeat_timeout_s: float = 3.0,
+        result_retry_ms: int = 200,
+        result_timeout_ms: int = 3000,
+        device_info: tuple[tuple[str, str], ...] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        """``port`` is a device spec (opened with pyserial) or an already open serial-like
+        object with read/write/in_waiting/close."""
+        self._ser = open_serial(port, baudrate) if isinstance(port, str) else port
+        self.port_name = port if isinstance(port, str) else getattr(port, "name", repr(port))
+        self._codec = P.Codec(key, P.DIR_RUNTIME)
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        self.result_retry_s = result_retry_ms / 1000.0
+        self.result_timeout_s = result_timeout_ms / 1000.0
+        self.device_info = tuple((str(k), str(v)) for k, v in device_info)
+        self._clock = clock
+        self._wlock = threading.Lock()  # codec.encode (sequence numbers) + write
+        self._slock = threading.Lock()  # session state below
+        self._requests: queue.Queue[SessionRequest] = queue.Queue()
+        self._current: SessionRequest | None = None
+        # keyed by (session_id, nonce): a rebooted controller reuses session ids
+        self._started_at: dict[tuple[int, bytes], float] = {}
+        self._aborted: set[tuple[int, bytes]] = set()
+        self._acks: dict[tuple[int, bytes], threading.Event] = {}  # woken by ACK, ABORT, close
+        self._acked: set[tuple[int, bytes]] = set()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._closed = False
+        self.link_up = False
+        self.controller_info: dict[str, str] = {}
+        self.controller_state: int | None = None
+        self._last_rx = clock()
+        self._last_hb = 0.0
+        self._write(b"\x00")  # end whatever half frame the line held
+        self._send(P.HELLO, P.pack_hello(self.device_info, P.HELLO_REPLY))
+        self._thread = threading.Thread(target=self._run, name="edge-serial-bridge", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- introspection
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Frame counters (ok, bad_mac, replay, stale_result, ...): safe to log."""
+        return dict(self._codec.stats)
+
+    # ---------------------------------------------------------------- Trigger
+
+    def wait(self, timeout_s: float) -> SessionRequest | None:
+        self._raise_if_failed()
+        try:
+            return self._requests.get(timeout=max(0.0, timeout_s))
+        except queue.Empty:
+            self._raise_if_failed()
+            return None
+
+    # ---------------------------------------------------------------- VerdictSink
+
+    def prompt(self, request: SessionRequest, prompt: Prompt) -> None:
+        if request.origin != "serial" or not self._is_current(request):
+            return
+        self._send(P.PROMPT, P.pack_prompt(request.session_id, int(prompt), prompt.text))
+
+    def result(self, request: SessionRequest, verdict: Verdict) -> bool:
+        """Send RESULT and repeat it until ACKed or the deadline; True if the controller ACKed."""
+        if request.origin != "serial" or len(request.nonce) != P.NONCE_LEN:
+            return False  # a local session: there is no controller nonce to bind
+        sid = request.session_id
+        key = (sid, request.nonce)
+        with self._slock:
+            if key in self._aborted:
+                # the controller ended this session itself (ABORT); it would count a RESULT as stale
+                log.info("session %d was aborted by the controller; RESULT not sent", sid)
+                self._forget(key)
+                return False
+            acked = self._acks.setdefault(key, threading.Event())
+            started = self._started_at.get(key, self._clock())
+        budget = request.deadline_ms / 1000.0 if request.deadline_ms else self.result_timeout_s
+        # without a controller deadline, give delivery its own budget from now
+        deadline = started + budget if request.deadline_ms else self._clock() + budget
+        payload = P.pack_result(
+            sid,
+            request.nonce,
+            verdict.kind.code,
+            int(verdict.reason),
+            max(0, int(verdict.elapsed_ms)),
+            max(0, verdict.frames_used),
+            max(0, verdict.frames_seen),
+        )
+        sent = 0
+        try:
+            while True:
+                self._raise_if_failed()
+                self._send(P.RESULT, payload)
+                sent += 1
+                left = deadline - self._clock()
+                acked.wait(max(0.0, min(self.result_retry_s, left)))
+                with self._slock:
+                    if key in self._acked:
+                        log.info("session %d: RESULT %s ACKed after %d send(s)", sid, verdict.kind.value, sent)
+                        return True
+                    if key in self._aborted or self._stop.is_set():
+                        log.warning("session %d: RESULT abandoned (session aborted or link closing)", sid)
+                        return False
+                if self._clock() >= deadline:
+                    log.warning("session %d: RESULT not ACKed by the deadline (%d sends); the controller fails it", sid, sent)
+                    return False
+        finally:
+            with self._slock:
+                self._forget(key)
+
+    def fault(self, reason: Reason = Reason.INTERNAL_ERROR, detail: str = "", session_id: int = 0) -> None:
+        """Tell the controller something is broken (it fails any running session, relay off)."""
+        try:
+            self._send(P.FAULT, P.pack_fault(session_id, int(reason), detail))
+        except BridgeError as err:
+            log.warning("FAULT could not be sent: %s", err)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._error is None:
+            # a clean stop is still a stop: the controller must not wait for a heartbeat timeout
+            self.fault(Reason.SHUTDOWN, "runtime stopping")
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        if self._thread.is_alive():
+            log.warning("serial reader thread did not stop within 2 s")
+        with self._slock:
+            for ev in self._acks.values():
+                ev.set()
+        try:
+            self._ser.close()
+        except Exception as err:  # closing a vanished device must not mask the real shutdown cause
+            log.debug("serial close: %s", err)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---------------------------------------------------------------- internals
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise BridgeError(f"serial link {self.port_name} failed: {self._error}") from self._error
+
+    def _is_current(self, request: SessionRequest) -> bool:
+        with self._slock:
+            return self._current is request
+
+    def _forget(self, key: tuple[int, bytes]) -> None:
+        self._acks.pop(key, None)
+        self._started_at.pop(key, None)
+        self._aborted.discard(key)
+        self._acked.discard(key)
+        cur = self._current
+        if cur is not None and (cur.session_id, cur.nonce) == key:
+            self._current = None
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._ser.write(data)
+        except Exception as err:
+            raise BridgeError(f"write to serial port {self.port_name} failed: {err}") from err
+
+    def _send(self, mtype: int, payload: bytes) -> None:
+        if self._closed and mtype != P.FAULT:
+            return
+        with self._wlock:
+            self._write(self._codec.encode(mtype, payload))
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    n = self._ser.in_waiting
+                    data = self._ser.read(n if n > 0 else 1)
+                except Exception as err:
+                    raise BridgeError(f"read from serial port {self.port_name} failed: {err}") from err
+                if data:
+                    for msg in self._codec.feed(data):
+                        self._handle(msg)
+                self._tick()
+        except BaseException as err:  # fail secure: every waiter learns the link is gone
+            if self._stop.is_set():
+                return
+            self._error = err
+            log.error("serial link %s failed: %s", self.port_name, err)
+            self._cancel_current("serial link failed")
+            with self._slock:
+                for ev in self._acks.values():
+                    ev.set()
+
+    def _tick(self) -> None:
+        now = self._clock()
+        if now - self._last_hb >= self.heartbeat_interval_s:
+            self._last_hb = now
+            with self._slock:
+                cur = self._current
+            self._send(P.HEARTBEAT, P.pack_heartbeat(P.S_BUSY if cur else P.S_IDLE, cur.session_id if cur else 0))
+        if self.link_up and now - self._last_rx > self.heartbeat_timeout_s:
+            self.link_up = False
+            log.warning("controller silent for %.1f s: link lost", now - self._last_rx)
+            self._cancel_current("controller lost")
+
+    def _cancel_current(self, why: str) -> None:
+        with self._slock:
+            cur = self._current
+            if cur is not None:
+                key = (cur.session_id, cur.nonce)
+                self._aborted.add(key)
+                ev = self._acks.get(key)
+                if ev is not None:
+                    ev.set()
+        if cur is not None and not cur.cancel.is_set():
+            log.warning("session %d cancelled: %s", cur.session_id, why)
+            cur.cancel.set()
+
+    def _handle(self, m: P.Message) -> None:
+        self._last_rx = self._clock()
+        if not self.link_up:
+            self.link_up = True
+            log.info("controller link up on %s", self.port_name)
+        t = m.type
+        if t == P.HEARTBEAT:
+            self.controller_state = m.state
+        elif t == P.HELLO:
+            self.controller_info = dict(m.info)
+            log.info("controller HELLO: %s", ", ".join(f"{k}={v}" for k, v in m.info))
+            self._cancel_current("controller restarted")
+            if m.flags & P.HELLO_REPLY:
+                self._send(P.HELLO, P.pack_hello(self.device_info, 0))
+        elif t == P.START:
+            self._on_start(m)
+        elif t == P.ABORT:
+            with self._slock:
+                cur = self._current
+                if cur is not None and cur.session_id == m.session_id:
+                    self._aborted.add((cur.session_id, cur.nonce))
+                    ev = self._acks.get((cur.session_id, cur.nonce))
+                    if ev is not None:
+                        ev.set()
+                else:
+                    cur = None
+            if cur is not None:
+                log.info("session %d aborted by the controller (reason %d)", m.session_id, m.reason)
+                cur.cancel.set()
+        elif t == P.ACK:
+            if m.acked_type == P.RESULT:
+                with self._slock:
+                    for key, ev in self._acks.items():
+                        if key[0] == m.session_id:
+                            self._acked.add(key)
+                            ev.set()
+        elif t == P.FAULT:
+            log.warning("controller FAULT (reason %d): %s", m.reason, m.text)
+            self._cancel_current("controller fault")
+
+    def _on_start(self, m: P.Message) -> None:
+        with self._slock:
+            cur = self._current
+            if cur is not None and cur.session_id == m.session_id and cur.nonce == m.nonce:
+                dup = True  # a START repeated because our ACK was lost
+            else:
+                dup = False
+                old = cur
+                req = SessionRequest(
+                    session_id=m.session_id,
+                    nonce=m.nonce,
+                    origin="serial",
+                    deadline_ms=m.deadline_ms or None,
+                )
+                self._current = req
+                self._started_at[(req.session_id, req.nonce)] = self._clock()
+        self._send(P.ACK, P.pack_ack(P.START, m.seq, m.session_id))
+        if dup:
+            return
+        if old is not None:
+            # the controller moved on: the old session can no longer be delivered
+            with self._slock:
+                okey = (old.session_id, old.nonce)
+                self._aborted.add(okey)
+                ev = self._acks.get(okey)
+                if ev is not None:
+                    ev.set()
+            old.cancel.set()
+        # a request the runner has not picked up yet is stale now
+        while True:
+            try:
+                stale = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            stale.cancel.set()
+        log.info("START session %d (deadline %s ms)", m.session_id, m.deadline_ms or "none")
+        self._requests.put(req)
