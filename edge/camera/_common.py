@@ -57,6 +57,20 @@ class BufferedCamera:
         return image
 
     @property
+    def is_open(self) -> bool:
+        return self._opened
+
+    def wipe(self) -> None:
+        """Zero every pixel buffer but keep the device open (sessions with keep_warm).
+
+        Backends rebuild whatever they need lazily and reset their freeze detection,
+        so the idle time between sessions is not mistaken for a frozen camera.
+        """
+        for buf in self._pixel_buffers:
+            buf.fill(0)
+        self._on_wipe()
+
+    @property
     def buffer(self) -> np.ndarray | None:
         """The frame buffer that every Frame.image of this camera borrows (None before open)."""
         return self._buf
@@ -66,6 +80,9 @@ class BufferedCamera:
         if self._opened:
             return
         self._index = 0
+        # Buffers of an earlier open() were zeroed by its close(); start afresh.
+        self._pixel_buffers = []
+        self._buf = None
         try:
             self._open()
         except BaseException:
@@ -111,6 +128,9 @@ class BufferedCamera:
         raise NotImplementedError
 
     def _release(self) -> None:
+        pass
+
+    def _on_wipe(self) -> None:
         pass
 
 
@@ -175,18 +195,23 @@ class ContentProbe:
     def __init__(self, buf: np.ndarray, step: int = 8) -> None:
         self.buf = buf
         self._view = buf[::step, ::step]
-        # The sample holds (sub-sampled) pixels: the owning camera registers it for wiping.
-        self.prev = np.zeros(self._view.shape, np.uint8)
+        # The samples hold (sub-sampled) pixels: the owning camera registers ``buffers`` for wiping.
+        # The strided view is first copied into a contiguous sample: comparing the strided view
+        # directly makes numpy allocate an iteration buffer on every call.
+        self._cur = np.zeros(self._view.shape, np.uint8)
+        self._prev = np.zeros(self._view.shape, np.uint8)
         self._diff = np.zeros(self._view.shape, np.bool_)
+        self.buffers = (self._cur, self._prev)
         self._primed = False
 
     def changed(self) -> bool:
+        np.copyto(self._cur, self._view)
         if not self._primed:
-            np.copyto(self.prev, self._view)
+            self._cur, self._prev = self._prev, self._cur
             self._primed = True
             return True
-        np.not_equal(self._view, self.prev, out=self._diff)
+        np.not_equal(self._cur, self._prev, out=self._diff)
         changed = bool(self._diff.any())
         if changed:
-            np.copyto(self.prev, self._view)
+            self._cur, self._prev = self._prev, self._cur
         return changed

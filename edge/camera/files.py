@@ -65,15 +65,23 @@ class ImageCamera(BufferedCamera):
         self.loop = loop
         self.fps = fps
         self.finite = not loop
+        self._wiped = False
 
     def _open(self) -> None:
         _check_file(self.path, "image")
         self._buf = None
         self._adopt(imread_into(self.path, None))
+        self._wiped = False
+
+    def _on_wipe(self) -> None:
+        self._wiped = True  # the still was zeroed: decode it again before the next frame
 
     def _read(self, timeout_s: float) -> Frame:
         if self._index >= 1 and not self.loop:
             raise EndOfStream(f"image {str(self.path)!r}: its one frame was already read")
+        if self._wiped:
+            self._adopt(imread_into(self.path, self._buf))
+            self._wiped = False
         index = self._index
         self._index += 1
         return Frame(self._buf, _ts(index, self.fps), index)

@@ -175,6 +175,9 @@ class Picamera2Camera(BufferedCamera):
         self._index += 1
         return Frame(self._buf, ts_ns, index)
 
+    def _on_wipe(self) -> None:
+        self._guard.reset()
+
     # -- close -------------------------------------------------------------------------------
     def _release(self) -> None:
         cam, self._cam = self._cam, None

@@ -83,10 +83,23 @@ class SyntheticCamera(BufferedCamera):
         self._template: np.ndarray | None = None
         self._last_ts = 0
         self._t0_ns = 0
+        self._prepared = False
 
     def _open(self) -> None:
+        self._buf = self._alloc((self.height, self.width, 3))
+        self._prepare()
+        self._guard.reset()
+        self._last_ts = -1
+        self._t0_ns = self._clock_ns()
+
+    def _on_wipe(self) -> None:
+        self._prepared = False  # the pattern sources were zeroed with the frame buffer
+        self._guard.reset()
+
+    def _prepare(self) -> None:
+        """Build the arrays every frame is copied from (once per open, or after a wipe)."""
         h, w = self.height, self.width
-        self._buf = self._alloc((h, w, 3))
+        self._pixel_buffers = [self._buf]
         self._phases = []
         self._template = None
         if self.pattern == "noise":
@@ -105,9 +118,7 @@ class SyntheticCamera(BufferedCamera):
                 src.fill(0)  # the decoded face is pixels too: wipe the temporary as well
             else:
                 self._template = self._own(draw_face(h, w))
-        self._guard.reset()
-        self._last_ts = -1
-        self._t0_ns = self._clock_ns()
+        self._prepared = True
 
     def _read(self, timeout_s: float) -> Frame:
         index = self._index
@@ -121,6 +132,8 @@ class SyntheticCamera(BufferedCamera):
             now = self._clock_ns()
             if now < due:
                 self._sleep((due - now) / _NS)
+        if not self._prepared:
+            self._prepare()
         if not frozen:
             buf = self._buf
             if self._phases:

@@ -179,7 +179,8 @@ class V4L2Camera(BufferedCamera):
         image = self._adopt(image)
         if self._probe is None or self._probe.buf is not image:
             self._probe = ContentProbe(image)
-            self._own(self._probe.prev)
+            for sample in self._probe.buffers:
+                self._own(sample)
         pos_ms = cap.get(cv2.CAP_PROP_POS_MSEC)
         if pos_ms > 0:  # 0 or -1: the backend gives no driver timestamp
             self._ts_guard.observe(pos_ms == self._last_pos_ms)
@@ -189,6 +190,12 @@ class V4L2Camera(BufferedCamera):
         index = self._index
         self._index += 1
         return Frame(image, ts_ns, index)
+
+    def _on_wipe(self) -> None:
+        # Between sessions the camera idles: that is not a freeze. The content sample was
+        # zeroed too, so the first frame of the next session counts as a change.
+        self._ts_guard.reset()
+        self._content_guard.reset()
 
     def _release(self) -> None:
         cap, self._cap = self._cap, None
