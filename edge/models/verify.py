@@ -1,0 +1,194 @@
+"""``edge models verify``: are the built models the right files, and do they agree with upstream?
+
+Checks, each a row of the report:
+
+* every built artifact's sha256 matches its manifest;
+* MiniFASNetV2 float32 reproduces upstream PyTorch's softmax on the golden crops
+  (max |dp| <= 1e-4) and the int8 model agrees on the live/attack call for >= 98 %
+  of them with median |dp_live| <= 0.02 (:func:`edge.models.golden.verify_golden`);
+* BlazeFace int8 finds the faces the float model finds on the development images
+  (median box IoU >= 0.9, no face lost).
+
+Checks whose material (``../shared``) is absent are listed as skipped with the reason.
+Images, crops and scores stay in memory; only aggregate figures are reported.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import ModelError
+from edge.models import fetch
+from edge.models.registry import build_dir, list_manifests, sha256_file
+
+log = logging.getLogger(__name__)
+
+FLOAT_MAX_ABS_DP = 1e-4
+INT8_MIN_ARGMAX_AGREEMENT = 0.98
+INT8_MAX_MEDIAN_ABS_DP_LIVE = 0.02
+DETECTOR_MIN_MEDIAN_IOU = 0.9
+DETECTOR_MAX_LOST = 0
+MATCH_IOU = 0.5  # a float face counts as found when an int8 face overlaps it by at least this
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Check:
+    model: str
+    figure: str
+    value: str
+    target: str
+    passed: bool
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    checks: tuple[Check, ...]
+    skipped: tuple[str, ...]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+
+@dataclass(frozen=True)
+class DetectorAgreement:
+    """Faces of the float detector matched against the int8 one over ``images`` images."""
+
+    images: int
+    faces: int
+    iou_median: float
+    iou_min: float
+    lost: int
+    extra: int
+
+    @property
+    def passed(self) -> bool:
+        return self.faces > 0 and self.iou_median >= DETECTOR_MIN_MEDIAN_IOU and self.lost <= DETECTOR_MAX_LOST
+
+
+def detector_agreement(float_path: Path, int8_path: Path, images: Sequence[Path]) -> DetectorAgreement:
+    """Run both BlazeFace models on ``images`` and match every float face to its best int8 face."""
+    import cv2
+
+    from edge.detect.blazeface import BlazeFaceDetector
+
+    ious: list[float] = []
+    lost = extra = 0
+    with BlazeFaceDetector(float_path, threads=1) as ref, BlazeFaceDetector(int8_path, threads=1) as q:
+        for p in images:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                raise ModelError(f"cannot decode image {p}")
+            a, b = ref.detect(img), q.detect(img)
+            for fa in a:
+                best = max((fa.iou(fb) for fb in b), default=0.0)
+                ious.append(best)
+                lost += best < MATCH_IOU
+            extra += sum(1 for fb in b if max((fb.iou(fa) for fa in a), default=0.0) < MATCH_IOU)
+    arr = np.asarray(ious) if ious else np.zeros(1)
+    return DetectorAgreement(
+        images=len(images),
+        faces=len(ious),
+        iou_median=float(np.median(arr)),
+        iou_min=float(arr.min()),
+        lost=int(lost),
+        extra=int(extra),
+    )
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def run_verify(
+    *,
+    weights_dir: Path | None = None,
+    images_dir: Path | None = None,
+    progress: Progress | None = None,
+) -> VerifyReport:
+    """All checks whose material is present. Missing or corrupt artifacts fail their hash row."""
+    checks: list[Check] = []
+    skipped: list[str] = []
+
+    def say(msg: str) -> None:
+        log.info("%s", msg)
+        if progress is not None:
+            progress(msg)
+
+    present: dict[tuple[str, str], Path] = {}
+    for m in list_manifests():
+        for variant, art in m.artifacts.items():
+            path = build_dir() / art.file
+            if not path.is_file():
+                checks.append(Check(m.name, f"{variant} sha256", "missing", "built", False))
+                continue
+            actual = sha256_file(path)
+            ok = actual == art.sha256
+            checks.append(Check(m.name, f"{variant} sha256", actual[:12] if ok else f"{actual[:12]} (mismatch)",
+                                art.sha256[:12], ok))
+            if ok:
+                present[(m.name, variant)] = path
+
+    if weights_dir is None:
+        weights_dir = fetch.default_weights_dir()
+    golden = Path(weights_dir) / "golden" if weights_dir is not None else None
+    if golden is None or not golden.is_dir():
+        skipped.append(f"MiniFASNetV2 golden check: no golden/ folder (looked in {weights_dir or 'no weights dir'})")
+    else:
+        from edge.models.golden import verify_golden
+
+        for variant in ("float32", "int8"):
+            path = present.get(("minifasnet_v2", variant))
+            if path is None:
+                skipped.append(f"MiniFASNetV2 {variant} golden check: artifact missing or mismatched")
+                continue
+            say(f"golden check of minifasnet_v2 {variant} on {golden}")
+            r = verify_golden(path, golden)
+            if variant == "float32":
+                checks.append(Check("minifasnet_v2", "float32 max|dp|", _fmt(r.max_abs_dp), f"<= {FLOAT_MAX_ABS_DP:g}",
+                                    r.n > 0 and r.max_abs_dp <= FLOAT_MAX_ABS_DP))
+            else:
+                checks.append(Check("minifasnet_v2", "int8 live/attack agreement", f"{r.argmax_agreement:.1%}",
+                                    f">= {INT8_MIN_ARGMAX_AGREEMENT:.0%}",
+                                    r.n > 0 and r.argmax_agreement >= INT8_MIN_ARGMAX_AGREEMENT))
+                checks.append(Check("minifasnet_v2", "int8 median|dp_live|", _fmt(r.median_abs_dp_live),
+                                    f"<= {INT8_MAX_MEDIAN_ABS_DP_LIVE:g}",
+                                    r.n > 0 and r.median_abs_dp_live <= INT8_MAX_MEDIAN_ABS_DP_LIVE))
+                checks.append(Check("minifasnet_v2", "int8 max|dp_live| (info)", _fmt(r.max_abs_dp_live), "-", True))
+            checks.append(Check("minifasnet_v2", f"{variant} golden crops", str(r.n), "> 0", r.n > 0))
+
+    if images_dir is None:
+        d = fetch.shared_dir() / "fas-dev"
+        images_dir = d if d.is_dir() else None
+    fl, q8 = present.get(("blazeface_short", "float32")), present.get(("blazeface_short", "int8"))
+    if images_dir is None or not Path(images_dir).is_dir():
+        skipped.append("BlazeFace int8 agreement: no development images (../shared/fas-dev)")
+    elif fl is None or q8 is None:
+        skipped.append("BlazeFace int8 agreement: float32 or int8 artifact missing or mismatched")
+    else:
+        from edge.models.blazeface_int8 import calibration_images
+
+        files = calibration_images(Path(images_dir))
+        say(f"BlazeFace float32 vs int8 on {len(files)} images in {images_dir}")
+        try:
+            a = detector_agreement(fl, q8, files)
+        except ImportError as err:
+            skipped.append(f"BlazeFace int8 agreement: detector unavailable ({err})")
+        else:
+            checks.append(Check("blazeface_short", "int8 box IoU median", f"{a.iou_median:.3f}",
+                                f">= {DETECTOR_MIN_MEDIAN_IOU}", a.faces > 0 and a.iou_median >= DETECTOR_MIN_MEDIAN_IOU))
+            checks.append(Check("blazeface_short", "int8 faces lost", f"{a.lost} of {a.faces}",
+                                f"<= {DETECTOR_MAX_LOST}", a.faces > 0 and a.lost <= DETECTOR_MAX_LOST))
+            checks.append(Check("blazeface_short", "int8 box IoU min (info)", f"{a.iou_min:.3f}", "-", True))
+            checks.append(Check("blazeface_short", "int8 extra faces (info)", str(a.extra), "-", True))
+    return VerifyReport(tuple(checks), tuple(skipped))
+
+
+__all__ = ["Check", "VerifyReport", "DetectorAgreement", "detector_agreement", "run_verify"]
