@@ -1,0 +1,187 @@
+"""``edge eval``: ISO/IEC 30107-3 figures of the pipeline on a labelled dataset.
+
+Wired into ``edge/cli.py`` by the lead through :func:`register`. Output:
+a table on stdout (or JSON with ``--json``), progress on stderr. With
+``--calibrate`` and no ``--out``, stdout carries only the TOML snippet (the
+table goes to stderr) so ``edge eval ... --calibrate 0.05 > cal.toml`` works.
+Nothing is ever written inside the dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable
+
+from edge.errors import ConfigError, EdgeError
+from edge.eval import metrics as m
+from edge.eval.dataset import DatasetError, load_dataset
+from edge.eval.report import (
+    PlotUnavailable,
+    Progress,
+    Scorer,
+    build_report,
+    calibration_toml,
+    plot,
+    score_dataset,
+)
+
+log = logging.getLogger(__name__)
+
+#: builds a scorer from a loaded config (``edge.pipeline.make_scorer``)
+ScorerFactory = Callable[[object], Scorer]
+
+
+def _rate(text: str) -> float:
+    """A rate as a fraction (0.05) or a percentage (5%)."""
+    t = text.strip()
+    try:
+        v = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a rate such as 0.05 or 5%, got {text!r}") from err
+    if not 0.0 <= v < 1.0:
+        raise argparse.ArgumentTypeError(f"a BPCER target must be within [0, 1), got {text!r}")
+    return v
+
+
+def _threshold(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from err
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be within [0, 1], got {text!r}")
+    return v
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval",
+        help="measure APCER/BPCER/ACER/EER/AUC on a labelled dataset (ISO/IEC 30107-3)",
+        description=(
+            "Score every item of DATASET with the configured pipeline and report ISO/IEC 30107-3 figures. "
+            "A presentation is accepted as bona fide when score >= threshold; a live item without a face "
+            "counts as a rejected bona fide, an attack without a face as a rejected attack. "
+            "Items: images (one-frame sessions), videos or frame folders (full sessions)."
+        ),
+    )
+    p.add_argument("dataset", help="dataset root (paths in the manifest are relative to it)")
+    p.add_argument("--manifest", metavar="CSV",
+                   help="manifest with columns file,label[,attack,repo]; default DATASET/manifest.csv if present, "
+                        "else folders named live/ and spoof/")
+    p.add_argument("--config", metavar="FILE", help="edge TOML config (models, quality, decision.threshold)")
+    p.add_argument("--threshold", type=_threshold, metavar="T", help="threshold to report at (default: decision.threshold)")
+    p.add_argument("--calibrate", type=_rate, metavar="BPCER",
+                   help="calibrate the threshold for this BPCER (0.05 or 5%%) and write a [decision] TOML snippet")
+    p.add_argument("--out", metavar="FILE", help="write the --calibrate snippet here instead of stdout")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+    p.add_argument("--plot", metavar="PNG", help="draw the DET curve and score histograms (needs matplotlib)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.set_defaults(func=handler)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        path.resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _require_matplotlib() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise PlotUnavailable(
+            "--plot needs matplotlib, which is not installed; install the extra: pip install 'edge[plot]'"
+        )
+
+
+def _default_factory(config) -> Scorer:
+    try:
+        from edge.pipeline import make_scorer
+    except ImportError as err:
+        raise EdgeError(
+            "edge eval needs the scoring pipeline (edge.pipeline.make_scorer), which this build lacks"
+        ) from err
+    return make_scorer(config)
+
+
+def _load_config(path: str | None):
+    from edge import config as cfgmod
+
+    return cfgmod.load(path)
+
+
+def handler(args: argparse.Namespace, *, scorer_factory: ScorerFactory | None = None,
+            stdout=None, stderr=None) -> int:
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        for opt in ("out", "plot"):
+            target = getattr(args, opt, None)
+            if target and _inside(Path(target), Path(args.dataset)):
+                raise DatasetError(f"--{opt} {target} lies inside the dataset {args.dataset}; write it elsewhere")
+        if args.plot:
+            _require_matplotlib()  # fail before a long scoring run, not after it
+        dataset = load_dataset(args.dataset, args.manifest)
+        cfg = _load_config(args.config)
+        threshold, thr_from = args.threshold, "--threshold"
+        if threshold is None:
+            decision = getattr(cfg, "decision", None)
+            threshold = getattr(decision, "threshold", None)
+            thr_from = f"decision.threshold{' in ' + args.config if args.config else ' default'}"
+        scorer = (scorer_factory or _default_factory)(cfg)
+        progress = None if args.quiet else Progress(len(dataset.items), err)
+        try:
+            scored = score_dataset(dataset, scorer, progress)
+        finally:
+            close = getattr(scorer, "close", None)
+            if callable(close):
+                close()
+        rep = build_report(dataset, scored, threshold=threshold, threshold_from=thr_from,
+                           calibrate_bpcer=args.calibrate)
+        snippet = calibration_toml(rep) if args.calibrate is not None else None
+        if args.plot:
+            plot(rep, args.plot)
+            print(f"plot written to {args.plot}", file=err)
+        if snippet is not None and args.out:
+            Path(args.out).write_text(snippet, encoding="utf-8")
+            print(f"calibration written to {args.out}", file=err)
+        if args.json:
+            d = rep.to_dict()
+            if snippet is not None:
+                d["calibration_toml"] = snippet
+            json.dump(d, out, indent=2)
+            out.write("\n")
+        elif snippet is not None and not args.out:
+            err.write(rep.render())
+            out.write(snippet)
+        else:
+            out.write(rep.render())
+        return 0
+    except PlotUnavailable as e:
+        print(f"edge eval: {e}", file=err)
+        return 3
+    except (DatasetError, ConfigError, m.EmptyClassError, m.UnreachableTargetError) as e:
+        print(f"edge eval: {e}", file=err)
+        return 2
+    except EdgeError as e:
+        print(f"edge eval: {e}", file=err)
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m edge.eval.cli``) until the lead wires ``edge eval``."""
+    parser = argparse.ArgumentParser(prog="edge")
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
