@@ -6,6 +6,7 @@
 #
 #   board.ticks_ms() -> int            monotonic milliseconds (may wrap)
 #   board.ticks_diff(a, b) -> int      a - b, wrap-safe
+#   board.ticks_add(a, delta) -> int   a + delta, wrap-safe
 #   board.uart_read() -> bytes | None  whatever arrived, never blocks
 #   board.uart_write(data)
 #   board.set_relay(on)                energise / de-energise the door relay
@@ -179,7 +180,7 @@ class Controller:
         self.session_id = (self.session_id + 1) & 0xFFFFFFFF or 1
         self.nonce = bytes(self.board.random_bytes(P.NONCE_LEN))
         now = self.board.ticks_ms()
-        self.deadline = now + self.cfg.session_timeout_ms
+        self.deadline = self.board.ticks_add(now, self.cfg.session_timeout_ms)
         self.start_acked = False
         self.state = SESSION
         self.sessions_started += 1
@@ -276,7 +277,7 @@ class Controller:
             passed = m.verdict == P.V_PASS
             self._end_session(verdict if m.verdict in P.VERDICT_NAMES else "FAIL", "result", True)
             if passed:
-                self.relay_off_at = self.board.ticks_ms() + self.cfg.pulse_ms
+                self.relay_off_at = self.board.ticks_add(self.board.ticks_ms(), self.cfg.pulse_ms)
                 self._relay(True, "pass")
             return
         done = self.last_done

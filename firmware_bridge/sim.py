@@ -54,6 +54,10 @@ class SimBoard:
     def ticks_diff(a: int, b: int) -> int:
         return a - b
 
+    @staticmethod
+    def ticks_add(a: int, delta: int) -> int:
+        return a + delta
+
     def uart_read(self):
         return self._read()
 

@@ -29,7 +29,7 @@ MIN_FRAME = HEADER_LEN + TRAILER_LEN
 MAX_PAYLOAD = 200
 MAX_FRAME = HEADER_LEN + MAX_PAYLOAD + TRAILER_LEN
 # COBS adds one byte per 254 plus one; anything longer between delimiters is junk.
-MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 2
+MAX_ENCODED = MAX_FRAME + MAX_FRAME // 254 + 1
 MAX_TEXT = 64
 
 DIR_RUNTIME = b"R"  # frames sent by the runtime (edge)
@@ -234,8 +234,8 @@ def parse_key(data):
             text = data.decode()
         except Exception:
             return data
-        # 32 hex-looking chars would be a 16-byte hex key: refuse the ambiguity
-        if _is_hex(text.strip()) and len(text.strip()) != KEY_LEN:
+        # 32 hex digits are a 128-bit key written as hex, not 32 raw bytes: refuse the ambiguity
+        if _is_hex(text.strip()):
             raise ProtocolError("key looks like hex but is not 64 hex digits")
         return data
     try:
@@ -335,6 +335,28 @@ def pack_abort(session_id, reason):
 def pack_fault(session_id, reason, text=""):
     tb = _text_bytes(text)
     return struct.pack(">IBB", session_id, reason, len(tb)) + tb
+
+
+def pack_fields(mtype, f):
+    """Payload of a message from a dict of its fields (the names unpack_payload returns)."""
+    if mtype == HELLO:
+        return pack_hello(f.get("info", ()), f.get("flags", 0))
+    if mtype == START:
+        return pack_start(f["session_id"], f["nonce"], f.get("deadline_ms", 0))
+    if mtype == PROMPT:
+        return pack_prompt(f["session_id"], f["code"], f.get("text", ""))
+    if mtype == RESULT:
+        return pack_result(f["session_id"], f["nonce"], f["verdict"], f["reason"], f["elapsed_ms"],
+                           f.get("frames_used", 0), f.get("frames_seen", 0))
+    if mtype == HEARTBEAT:
+        return pack_heartbeat(f["state"], f.get("session_id", 0))
+    if mtype == ACK:
+        return pack_ack(f["acked_type"], f["acked_seq"], f.get("session_id", 0))
+    if mtype == ABORT:
+        return pack_abort(f["session_id"], f["reason"])
+    if mtype == FAULT:
+        return pack_fault(f.get("session_id", 0), f["reason"], f.get("text", ""))
+    raise ProtocolError("unknown type %d" % mtype)
 
 
 class Message:
@@ -444,14 +466,21 @@ class FrameReader:
     reader skips to the next delimiter, so garbage never grows memory.
     """
 
-    def __init__(self, stats):
+    def __init__(self, stats, on_reject=None):
         self.stats = stats
+        self._on_reject = on_reject
         self._buf = bytearray()
         self._skip = False
 
     def reset(self):
         self._buf = bytearray()
         self._skip = False
+
+    def _oversized(self):
+        if self._on_reject is not None:
+            self._on_reject("oversized")
+        else:
+            self.stats["oversized"] += 1
 
     def feed(self, data):
         out = []
@@ -463,7 +492,7 @@ class FrameReader:
             if i < 0:
                 if not self._skip:
                     if len(self._buf) + (n - start) > MAX_ENCODED:
-                        self.stats["oversized"] += 1
+                        self._oversized()
                         self._buf = bytearray()
                         self._skip = True
                     else:
@@ -472,7 +501,7 @@ class FrameReader:
             if self._skip:
                 self._skip = False
             elif len(self._buf) + (i - start) > MAX_ENCODED:
-                self.stats["oversized"] += 1
+                self._oversized()
             else:
                 self._buf.extend(data[start:i])
                 if len(self._buf):
@@ -507,7 +536,7 @@ class Codec:
         self.tx_seq = 0
         self.rx_seq = None  # last accepted peer sequence; None until the first frame
         self.stats = new_stats()
-        self.reader = FrameReader(self.stats)
+        self.reader = FrameReader(self.stats, self._reject)
         self.last_reject = None  # name of the last counter bumped by a rejection
 
     def _mac(self, label, body):

@@ -82,6 +82,7 @@ class SerialBridge:
         self.controller_state: int | None = None
         self._last_rx = clock()
         self._last_hb = 0.0
+        self._last_reject_log = -1e9
         self._write(b"\x00")  # end whatever half frame the line held
         self._send(P.HELLO, P.pack_hello(self.device_info, P.HELLO_REPLY))
         self._thread = threading.Thread(target=self._run, name="edge-serial-bridge", daemon=True)
@@ -231,8 +232,7 @@ class SerialBridge:
                 except Exception as err:
                     raise BridgeError(f"read from serial port {self.port_name} failed: {err}") from err
                 if data:
-                    for msg in self._codec.feed(data):
-                        self._handle(msg)
+                    self.on_bytes(data)
                 self._tick()
         except BaseException as err:  # fail secure: every waiter learns the link is gone
             if self._stop.is_set():
@@ -243,6 +243,23 @@ class SerialBridge:
             with self._slock:
                 for ev in self._acks.values():
                     ev.set()
+
+    def on_bytes(self, data: bytes) -> None:
+        """Parse bytes from the line and act on every verified message (the reader thread's body)."""
+        before = self._rejects()
+        for msg in self._codec.feed(data):
+            self._handle(msg)
+        after = self._rejects()
+        if after != before:
+            now = self._clock()
+            if now - self._last_reject_log >= 1.0:  # a noisy line must not flood the journal
+                self._last_reject_log = now
+                log.warning("dropping invalid frames from the controller (last: %s; counters: %s)",
+                            self._codec.last_reject, {k: v for k, v in self.stats.items() if v and k != "ok"})
+
+    def _rejects(self) -> int:
+        st = self._codec.stats
+        return sum(v for k, v in st.items() if k != "ok")
 
     def _tick(self) -> None:
         now = self._clock()

@@ -1,0 +1,97 @@
+"""Test doubles for the controller side: an in-memory board with a settable clock."""
+
+from __future__ import annotations
+
+import os
+
+from firmware_bridge import protocol as P
+from firmware_bridge.controller import Controller, ControllerConfig
+from firmware_bridge.sim import SimBoard
+
+KEY = bytes(range(32))
+
+
+class FakeClock:
+    def __init__(self, t: float = 100.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, ms: float) -> None:
+        self.t += ms / 1000.0
+
+
+class Rig:
+    """A Controller on an in-memory board, and a runtime-side Codec to talk to it."""
+
+    def __init__(self, key: bytes = KEY, **cfg):
+        self.clock = FakeClock()
+        self.rx = bytearray()  # bytes waiting for the controller
+        self.tx: list[bytes] = []  # raw writes by the controller
+        self.events: list[tuple[str, dict]] = []
+        self.board = SimBoard(self._read, self.tx.append, clock=self.clock)
+        defaults = dict(pulse_ms=1000, session_timeout_ms=5000, heartbeat_interval_ms=500, heartbeat_timeout_ms=2000,
+                        start_retry_ms=300, debounce_ms=30)
+        defaults.update(cfg)
+        self.cfg = ControllerConfig(**defaults)
+        self.ctl = Controller(self.board, key, self.cfg, on_event=lambda n, f: self.events.append((n, f)))
+        self.runtime = P.Codec(key, P.DIR_RUNTIME)  # the peer's codec: what the runtime would send
+        self.received: list[P.Message] = []  # what the runtime side decoded from the controller
+
+    def _read(self):
+        if not self.rx:
+            return None
+        data = bytes(self.rx)
+        self.rx.clear()
+        return data
+
+    def send(self, mtype: int, payload: bytes) -> bytes:
+        wire = self.runtime.encode(mtype, payload)
+        self.rx += wire
+        return wire
+
+    def raw(self, data: bytes) -> None:
+        self.rx += data
+
+    def poll(self, ms: float = 0, step_ms: float = 10) -> list[P.Message]:
+        """Advance the clock by ``ms`` in steps, polling; returns new frames from the controller."""
+        left = ms
+        while True:
+            self.ctl.poll()
+            if left <= 0:
+                break
+            d = min(step_ms, left)
+            self.clock.advance(d)
+            left -= d
+        out = []
+        while self.tx:
+            out.extend(self.runtime.feed(self.tx.pop(0)))
+        self.received.extend(out)
+        return out
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self.events]
+
+    def link_up(self) -> None:
+        self.send(P.HELLO, P.pack_hello([("role", "runtime")], 0))
+        self.poll()
+
+    def start_session(self) -> P.Message:
+        assert self.ctl.press()
+        starts = [m for m in self.poll() if m.type == P.START]
+        assert starts, "controller sent no START"
+        return starts[-1]
+
+    def stats(self) -> dict:
+        return self.ctl.codec.stats
+
+
+def result_payload(start: P.Message, verdict: int = P.V_PASS, reason: int = 1, nonce: bytes | None = None,
+                   session_id: int | None = None) -> bytes:
+    return P.pack_result(start.session_id if session_id is None else session_id,
+                         start.nonce if nonce is None else nonce, verdict, reason, 500, 5, 7)
+
+
+def random_nonce() -> bytes:
+    return os.urandom(P.NONCE_LEN)
