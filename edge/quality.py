@@ -104,6 +104,13 @@ class QualityConfig:
     max_brightness: float = 220.0
     max_clipped_fraction: float = 0.5  # of face pixels crushed (-> too dark) or saturated (-> too bright)
 
+    @classmethod
+    def from_config(cls, section) -> "QualityConfig":
+        """From the validated ``[quality]`` config section: every field it has, defaults for the rest."""
+        from dataclasses import fields
+
+        return cls(**{f.name: getattr(section, f.name) for f in fields(cls) if hasattr(section, f.name)})
+
     def __post_init__(self) -> None:
         # Programming errors only; user input is validated with key names in edge.config.
         for name in ("second_face_min_score", "second_face_min_ratio", "min_face_fraction",

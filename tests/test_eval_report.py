@@ -89,7 +89,7 @@ def test_report_figures(dataset_dir):
     # per source at the global calibrated threshold, not re-calibrated
     assert rep.sources[1].metrics.at_calibrated.threshold == o.at_calibrated.threshold
     text = rep.render()
-    for needle in ("face not found: 20.0%", "APCER per attack type", "BPCER @ APCER <= 1%", "APCER @ BPCER <= 10%",
+    for needle in ("no usable face (not found, or no frame passed the quality gate): 20.0%", "only 2 presentation(s)", "APCER per attack type", "BPCER @ APCER <= 1%", "APCER @ BPCER <= 10%",
                    "EER", "AUC", "per source", "src-b", "print", "screen"):
         assert needle in text, needle
     d = json.loads(json.dumps(rep.to_dict()))
@@ -276,3 +276,23 @@ def test_sessions_from_scored(dataset_dir):
         m.Scores.from_lists([s.frame_scores[0] for s in ss if s.bona_fide],
                             [s.frame_scores[0] for s in ss if not s.bona_fide])
     )
+
+
+def test_cli_fusion(dataset_dir):
+    frames = {f: (None, s, s) if s is not None else (None,) for f, (_, _, _, s) in ITEMS.items()}
+
+    def factory(cfg):
+        def score(path):
+            rel = path.relative_to(dataset_dir.resolve()).as_posix()
+            fs = frames[rel]
+            return ItemResult(mean_of_faces(fs), None, len(fs), fs)
+
+        return score
+
+    code, out, err = run([str(dataset_dir), "--fusion", "--quiet"], dataset_dir, factory=factory)
+    assert code == 0, err
+    assert "fusion at BPCER <= 5%" in out and "single_frame" in out and "fused_mean" in out
+    code, out, err = run([str(dataset_dir), "--fusion", "--json", "--quiet", "--calibrate", "0.2"], dataset_dir,
+                         factory=factory)
+    d = json.loads(out)
+    assert d["fusion"]["target_bpcer"] == 0.2 and set(d["fusion"]["rules"]) == {"single_frame", "fused_mean"}

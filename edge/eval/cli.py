@@ -19,6 +19,8 @@ from typing import Callable
 from edge.errors import ConfigError, EdgeError
 from edge.eval import metrics as m
 from edge.eval.dataset import DatasetError, load_dataset
+from edge.eval.fusion import compare_fusion, sessions_from_scored
+from edge.eval.fusion import render as render_fusion
 from edge.eval.report import (
     PlotUnavailable,
     Progress,
@@ -79,6 +81,9 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="FILE", help="write the --calibrate snippet here instead of stdout")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     p.add_argument("--plot", metavar="PNG", help="draw the DET curve and score histograms (needs matplotlib)")
+    p.add_argument("--fusion", action="store_true",
+                   help="also compare single-frame vs multi-frame (mean) decisions at the --calibrate BPCER "
+                        "(default 5%%), in sample and leave-one-source-out; needs per-frame scores from the scorer")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=handler)
 
@@ -145,6 +150,10 @@ def handler(args: argparse.Namespace, *, scorer_factory: ScorerFactory | None = 
         rep = build_report(dataset, scored, threshold=threshold, threshold_from=thr_from,
                            calibrate_bpcer=args.calibrate)
         snippet = calibration_toml(rep) if args.calibrate is not None else None
+        fusion = None
+        if getattr(args, "fusion", False):
+            fusion = compare_fusion(sessions_from_scored(scored),
+                                    target_bpcer=args.calibrate if args.calibrate is not None else 0.05)
         if args.plot:
             plot(rep, args.plot)
             print(f"plot written to {args.plot}", file=err)
@@ -155,13 +164,17 @@ def handler(args: argparse.Namespace, *, scorer_factory: ScorerFactory | None = 
             d = rep.to_dict()
             if snippet is not None:
                 d["calibration_toml"] = snippet
+            if fusion is not None:
+                d["fusion"] = fusion.to_dict()
             json.dump(d, out, indent=2)
             out.write("\n")
-        elif snippet is not None and not args.out:
-            err.write(rep.render())
-            out.write(snippet)
         else:
-            out.write(rep.render())
+            text = rep.render() + ("\n" + render_fusion(fusion) if fusion is not None else "")
+            if snippet is not None and not args.out:
+                err.write(text)
+                out.write(snippet)
+            else:
+                out.write(text)
         return 0
     except PlotUnavailable as e:
         print(f"edge eval: {e}", file=err)

@@ -165,3 +165,24 @@ def sessions_from_scored(scored) -> list[Session]:
         frames = s.result.frame_scores or ((s.result.score,) if s.result.frames <= 1 else ())
         out.append(Session(s.item.bona_fide, s.item.attack, s.item.source, tuple(frames)))
     return out
+
+
+def render(c: FusionComparison) -> str:
+    """A small text table of a comparison."""
+
+    def pct(x):
+        return "n/a" if x is None else f"{100.0 * x:.1f}%"
+
+    lines = [f"fusion at BPCER <= {c.target_bpcer:.0%} (APCER = max over attack types)"]
+    lines.append(f"{'rule':<16}{'APCER':>9}{'BPCER':>9}{'EER':>8}{'AUC':>8}{'LOSO APCER':>12}{'LOSO BPCER':>12}")
+    for name, r in c.rules.items():
+        ins = r.in_sample
+        lines.append(
+            f"{name:<16}{pct(ins.apcer if ins else None):>9}{pct(ins.bpcer if ins else None):>9}"
+            f"{pct(r.eer):>8}{r.auc:>8.4f}{pct(r.loso_apcer):>12}{pct(r.loso_bpcer):>12}"
+        )
+    if c.folds:
+        lines.append(f"leave-one-source-out over {len(c.folds)} source(s): thresholds calibrated without the held-out source")
+    for src, why in c.skipped.items():
+        lines.append(f"fold {src} skipped: {why}")
+    return "\n".join(lines) + "\n"

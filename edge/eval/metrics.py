@@ -7,7 +7,8 @@ Conventions (everything in this module follows them):
   ``score < threshold``. A score exactly equal to the threshold is therefore
   accepted: ties at the threshold go to "bona fide", which is the conservative
   side for APCER (a tied attack counts as an error).
-* **No face found** is stored as ``NaN``. Such a presentation is never accepted
+* **No face found** (or, from the pipeline, no frame with a face that passed
+  the quality gate: no usable face) is stored as ``NaN``. Such a presentation is never accepted
   at any threshold (``NaN >= t`` is false): a bona fide presentation without a
   face is a rejected bona fide (it counts in BPCER), an attack without a face
   is a rejected attack (it is *not* an APCER error). The face-not-found rate is
@@ -305,7 +306,9 @@ def eer(scores: Scores) -> EqualErrorRate:
     there, and that value is the EER. The threshold is interpolated the same
     way, ``t_{k-1} + a (t_k - t_{k-1})``. If ``d_k == 0`` exactly the EER is the
     rate at ``t_k`` and the threshold is ``t_k`` (so a perfectly separated set
-    has EER 0 at the lowest bona fide score). If already ``d_0 <= 0`` (curves
+    has EER 0 at the lowest bona fide score). The rates measured *at* an
+    interpolated threshold are the step values there, so they can differ from
+    the EER by up to one presentation. If already ``d_0 <= 0`` (curves
     never cross, e.g. all attacks without a face), EER is ``(APCER_0 + BPCER_0)/2``
     at ``t_0``.
     """

@@ -23,13 +23,16 @@ from edge.eval.dataset import Dataset, Item
 
 log = logging.getLogger(__name__)
 
+#: attack types with fewer presentations than this get a note in the table
+SMALL_TYPE = 20
+
 
 @dataclass(frozen=True)
 class ItemResult:
     """What a scorer returns for one presentation.
 
-    ``score``: fused live score (higher = more live), ``None`` when no face was
-    found. ``verdict``: the session verdict (``VerdictKind`` value such as
+    ``score``: fused live score (higher = more live), ``None`` when no usable
+    face was found (none detected, or no frame passed the quality gate). ``verdict``: the session verdict (``VerdictKind`` value such as
     ``"PASS"``) when the item went through the decision logic, else ``None``.
     ``frames``: frames read. ``frame_scores``: optional per-frame live scores
     (``None`` = frame without a usable face), for the fusion comparison.
@@ -279,8 +282,9 @@ def render(rep: EvalReport) -> str:
     )
     f = o.face_not_found
     lines.append(
-        f"face not found: {_pct(f.rate)} (bona fide {f.bona_fide}/{f.n_bona_fide} -> counted as rejected, "
-        f"attack {f.attack}/{f.n_attack} -> counted as rejected)"
+        f"no usable face (not found, or no frame passed the quality gate): {_pct(f.rate)} "
+        f"(bona fide {f.bona_fide}/{f.n_bona_fide}, counted as rejected bona fide; "
+        f"attack {f.attack}/{f.n_attack}, counted as rejected attacks)"
     )
     lines.append("accept as bona fide when score >= threshold; APCER = max over attack types")
     lines.append("")
@@ -311,6 +315,10 @@ def render(rep: EvalReport) -> str:
             lines.append(f"{name:<{w}}{_thr(op.threshold):>10}{_pct(op.apcer):>9}{_pct(op.bpcer):>9}")
     lines.append("")
     lines.append(f"EER {_pct(o.eer.eer)} at threshold {_thr(o.eer.threshold)}; AUC {o.auc:.4f}")
+    small = {t: n for t, n in o.n_attack_per_type.items() if n < SMALL_TYPE}
+    for t, n in small.items():
+        lines.append(f"note: attack type '{t}' has only {n} presentation(s); its APCER moves in steps of "
+                     f"{1 / n:.0%} and can dominate the maximum")
     if rep.sources:
         lines.append("")
         lines.append("per source (at the global thresholds)")
