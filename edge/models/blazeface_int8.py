@@ -138,7 +138,8 @@ def _end_vector_takes_len() -> bool:
 
     import flatbuffers.builder
 
-    return len(inspect.signature(flatbuffers.builder.Builder.EndVector).parameters) > 1
+    params = list(inspect.signature(flatbuffers.builder.Builder.EndVector).parameters.values())[1:]
+    return bool(params) and params[0].default is inspect.Parameter.empty  # old flatbuffers: EndVector(n)
 
 
 # -- graph helpers --------------------------------------------------------------------------------
