@@ -32,7 +32,9 @@ Thresholds come from the models and physics rather than from any dev set:
   lips', over the eye-mouth distance) and ``r0 ~ 0.55`` (neutral; anthropometry
   puts the nose tip at 0.55-0.6 of the way from the pupils to the mouth, and
   BlazeFace's mouth point, the lip centre, sits lower when the mouth opens).
-  This is the weakest of the estimates: a few degrees of bias are expected.
+  This is the weakest of the estimates: a few degrees of bias are expected,
+  and the slope ``q`` is uncertain by up to a factor of two, so the default
+  pitch limit (40 deg) only catches gross tilts.
   Positive pitch = chin up; positive yaw = nose towards the person's left eye.
   Without keypoints the pose check is skipped (measures are NaN).
 * blur: variance of the Laplacian of the face resized to 64x64 grey, so a
@@ -97,7 +99,7 @@ class QualityConfig:
     centre_margin: float = 0.15  # box centre at least this fraction of the frame inside every edge
     min_inside_fraction: float = 0.85  # of the box area inside the frame
     max_yaw_deg: float = 35.0
-    max_pitch_deg: float = 35.0
+    max_pitch_deg: float = 40.0  # the pitch estimate's slope is uncertain by up to 2x: only gross tilts
     max_roll_deg: float = 35.0
     min_sharpness: float = 15.0  # variance of the Laplacian on the 64x64 grey face
     min_brightness: float = 40.0  # mean grey level of the face

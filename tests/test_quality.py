@@ -244,3 +244,19 @@ def test_config_validation():
         QualityConfig(min_brightness=200, max_brightness=100)
     with pytest.raises(ValueError, match="max_yaw_deg"):
         QualityConfig(max_yaw_deg=120)
+
+
+def test_from_config_takes_the_keys_the_section_has():
+    from types import SimpleNamespace
+
+    section = SimpleNamespace(enabled=True, min_face_fraction=0.2, max_pitch_deg=30.0, min_sharpness=5.0)
+    cfg = QualityConfig.from_config(section)
+    assert (cfg.min_face_fraction, cfg.max_pitch_deg, cfg.min_sharpness) == (0.2, 30.0, 5.0)
+    assert cfg.max_yaw_deg == QualityConfig().max_yaw_deg  # absent key -> default
+
+
+def test_edge_config_quality_section_maps_onto_quality_config():
+    from edge import config
+
+    cfg = QualityConfig.from_config(config.load(None).quality)
+    assert isinstance(cfg, QualityConfig)
