@@ -52,13 +52,13 @@ def liveness_specs(cfg: Config):
             LivenessModelSpec(
                 name=name,
                 path=registry.artifact_path(name, cfg.models.variant),
-                crop_scale=m.crop_scale,
-                input_width=m.input_width,
-                input_height=m.input_height,
-                colour=m.colour,
-                pixel_scale=m.pixel_scale,
-                pixel_offset=m.pixel_offset,
-                live_index=m.live_index,
+                crop_scale=float(m.input.crop_scale),
+                input_width=m.input.width,
+                input_height=m.input.height,
+                colour=m.input.colour,
+                pixel_scale=m.input.scale,
+                pixel_offset=m.input.offset,
+                live_index=int(m.output.live_index),
             )
         )
     return specs
@@ -138,35 +138,37 @@ class RuntimeHandle:
 
 
 def build_runtime(cfg: Config, *, service: bool = False, shutdown: threading.Event | None = None) -> RuntimeHandle:
+    """Everything ``edge run`` needs, in fail-fast order; ``service`` adds the privacy
+    guard, in-process hardening and sd_notify (READY, watchdog, STOPPING)."""
     from edge.bridge.factory import open_bridge
     from edge.camera import open_camera
     from edge.pipeline import Runtime
+    from edge.service.notify import Watchdog, notify
 
     shutdown = shutdown or threading.Event()
     stack = ExitStack()
     try:
-        watchdog = None
         guard_factory = None
         if service:
-            from edge.service import harden
+            from edge.service import guard, harden
 
-            harden.harden_process(mlock=cfg.service.mlock)
-            if cfg.service.watchdog:
-                from edge.service.notify import Watchdog
-
-                watchdog = Watchdog.from_env()
-                if watchdog is not None:
-                    watchdog.start()
-                    stack.callback(watchdog.stop)
+            report = harden.harden_process(mlock=cfg.service.mlock)
+            for warning in getattr(report, "warnings", ()):
+                log.warning("hardening: %s", warning)
             if cfg.service.guard:
-                from edge.service import guard
-
+                guard.install()
                 guard_factory = guard.session_guard
-        open_camera(cfg.camera.source)  # validate the spec now: fail at start-up, not at the first session
-        pipeline = stack.enter_context(build_pipeline(cfg, on_progress=watchdog.kick if watchdog else None))
+        watchdog = Watchdog.from_env() if (service and cfg.service.watchdog) else None
+        if watchdog is not None and watchdog.enabled:
+            watchdog.start()
+            stack.callback(watchdog.stop)
+        kick = watchdog.kick if watchdog is not None and watchdog.enabled else None
+        open_camera(cfg.camera.source)  # parse the spec now: a typo fails at start-up, not at the first session
+        pipeline = stack.enter_context(build_pipeline(cfg, on_progress=kick))
         trigger, sink = open_bridge(bridge_config(cfg))
         stack.callback(trigger.close)
         stack.callback(sink.close)
+        wait_s = watchdog.max_block_s(0.5) if watchdog is not None else 0.5
         runtime = Runtime(
             pipeline,
             lambda: open_camera(cfg.camera.source),
@@ -174,12 +176,11 @@ def build_runtime(cfg: Config, *, service: bool = False, shutdown: threading.Eve
             sink,
             keep_warm=cfg.camera.keep_warm,
             shutdown=shutdown,
-            on_idle=watchdog.kick if watchdog else None,
+            on_idle=kick,
             session_guard=guard_factory,
+            wait_s=wait_s,
         )
         if service:
-            from edge.service.notify import notify
-
             notify("READY=1", "STATUS=waiting for a trigger")
             stack.callback(notify, "STOPPING=1")
         return RuntimeHandle(runtime, stack)

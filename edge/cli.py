@@ -11,9 +11,7 @@ import importlib
 import json
 import logging
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from edge import __version__
@@ -142,20 +140,14 @@ def cmd_run(args) -> int:
         overrides.setdefault("trigger", {})["max_sessions"] = args.sessions
     cfg = config_mod.load(args.config, overrides=overrides)
     _setup_logging(cfg.logging.level, args.quiet)
-    shutdown = threading.Event()
-    runtime = build_runtime(cfg, service=args.service, shutdown=shutdown)
+    from edge.service.signals import ShutdownSignals
 
-    def on_term(signum, _frame):
-        log.info("signal %d: ending the current session with FAULT and stopping", signum)
-        shutdown.set()
-        current = runtime.current
-        if current is not None:
-            current.cancel.set()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    with runtime:
-        return runtime.run()
+    handle = None
+    # Signals first: a SIGTERM during model loading must still stop us promptly.
+    with ShutdownSignals(current=lambda: handle.current if handle is not None else None) as signals:
+        handle = build_runtime(cfg, service=args.service, shutdown=signals.event)
+        with handle:
+            return handle.run()
 
 
 def cmd_config(args) -> int:

@@ -15,7 +15,9 @@ Rules (all fail closed):
   ``fail_votes`` attack votes. FAIL is checked first.
 * ``no_face_ms`` after the start with no face ever seen: NO_FACE. ``timeout_ms``
   after the start without a decision: NO_FACE if no face was ever seen,
-  otherwise TIMEOUT.
+  otherwise TIMEOUT, whose reason is the commonest quality refusal when no
+  frame voted (``FACE_TOO_SMALL``, ``TOO_DARK``...) and ``NOT_ENOUGH_VOTES``
+  when frames voted but never conclusively.
 * A finite source that ends early (a still image, a short clip) is decided on
   what it gave: no face -> NO_FACE; faces but no votes -> TIMEOUT; otherwise PASS
   only if at least ``min_votes_at_end`` votes, a live majority and a mean at
@@ -59,11 +61,15 @@ class Decision:
         self.config = config or DecisionConfig()
         # Score history lives in a fixed buffer so it can be wiped in place at session end.
         self._scores = np.zeros(self.config.window, dtype=np.float64)
+        # Why frames did not vote, counted per reason code, so a TIMEOUT can say
+        # what to fix ("too dark") instead of only that votes were missing.
+        self._refusals = np.zeros(64, dtype=np.int64)
         self._start_ms: float | None = None
         self._reset()
 
     def _reset(self) -> None:
         self._scores.fill(0.0)
+        self._refusals.fill(0)
         self._n_votes = 0
         self._frames = 0
         self._face_frames = 0
@@ -103,6 +109,8 @@ class Decision:
         self.last_reason = reason
         if faces > 0:
             self._face_frames += 1
+        if score is None and faces > 0 and 0 < int(reason) < len(self._refusals):
+            self._refusals[int(reason)] += 1
         if score is not None:
             if not np.isfinite(score):
                 return self.on_fault(t_ms, Reason.MODEL_ERROR)
@@ -124,7 +132,7 @@ class Decision:
         if elapsed >= self.config.timeout_ms:
             if self._face_frames == 0:
                 return self._finish(t_ms, VerdictKind.NO_FACE, Reason.NO_FACE_FOUND)
-            return self._finish(t_ms, VerdictKind.TIMEOUT, Reason.NOT_ENOUGH_VOTES)
+            return self._finish(t_ms, VerdictKind.TIMEOUT, self._timeout_reason())
         return None
 
     def on_end(self, t_ms: float):
@@ -135,7 +143,7 @@ class Decision:
         if self._face_frames == 0:
             return self._finish(t_ms, VerdictKind.NO_FACE, Reason.NO_FACE_FOUND)
         if self._n_votes == 0:
-            return self._finish(t_ms, VerdictKind.TIMEOUT, Reason.NOT_ENOUGH_VOTES)
+            return self._finish(t_ms, VerdictKind.TIMEOUT, self._timeout_reason())
         votes = self._window_scores()
         live = int(np.count_nonzero(votes >= self.config.threshold))
         if (
@@ -162,6 +170,13 @@ class Decision:
     def _window_scores(self) -> np.ndarray:
         n = min(self._n_votes, self.config.window)
         return self._scores[:n]  # order does not matter for the rules
+
+    def _timeout_reason(self) -> Reason:
+        """The commonest reason frames with a face did not vote, or NOT_ENOUGH_VOTES
+        when they did vote but never conclusively."""
+        if self._n_votes == 0 and self._refusals.any():
+            return Reason(int(np.argmax(self._refusals)))
+        return Reason.NOT_ENOUGH_VOTES
 
     def _judge_window(self, t_ms: float):
         votes = self._window_scores()
@@ -191,3 +206,4 @@ class Decision:
     def wipe(self) -> None:
         """Zero the per-person score history (privacy: nothing survives the session)."""
         self._scores.fill(0.0)
+        self._refusals.fill(0)

@@ -107,6 +107,7 @@ class Pipeline:
         self.read_timeout_s = read_timeout_s
         self._clock_ns = clock_ns
         self.on_progress = on_progress  # called once per frame (watchdog kick)
+        self.shutdown: threading.Event | None = None  # set by Runtime: a cancel then means SHUTDOWN
         self._last_faces: tuple[FaceBox, ...] = ()
         self._session_counter = 0
         # Scores of the current session, kept only for offline tools; wiped at session end.
@@ -157,7 +158,8 @@ class Pipeline:
                 last_prompt = self._prompt(sink, request, last_prompt, Prompt.LOOK_AT_CAMERA)
             while verdict is None:
                 if request.cancel.is_set():
-                    verdict = decision.on_fault(self._elapsed_ms(t_start_ns), Reason.ABORTED)
+                    reason = Reason.SHUTDOWN if (self.shutdown is not None and self.shutdown.is_set()) else Reason.ABORTED
+                    verdict = decision.on_fault(self._elapsed_ms(t_start_ns), reason)
                     break
                 try:
                     frame = camera.read(self.read_timeout_s)
@@ -294,6 +296,7 @@ class Runtime:
         self.sink = sink
         self.keep_warm = keep_warm
         self.shutdown = shutdown or threading.Event()
+        pipeline.shutdown = self.shutdown
         self.on_idle = on_idle
         self.session_guard = session_guard
         self.wait_s = wait_s

@@ -166,3 +166,20 @@ def test_defaults_fail_closed():
     """With defaults, nothing but enough live evidence gives PASS."""
     cfg = DecisionConfig()
     assert cfg.pass_votes >= 2 and cfg.threshold >= 0.5
+
+
+def test_timeout_reason_is_the_commonest_quality_refusal():
+    d = Decision()
+    d.start(0.0)
+    for i, r in enumerate([Reason.TOO_DARK, Reason.FACE_TOO_SMALL, Reason.TOO_DARK]):
+        d.on_frame(10 * i, faces=1, score=None, reason=r)
+    v = d.on_end(40)
+    assert v.kind is VerdictKind.TIMEOUT and v.reason is Reason.TOO_DARK
+
+
+def test_timeout_after_inconclusive_votes_is_not_enough_votes():
+    d = Decision(DecisionConfig(window=5, pass_votes=5, fail_votes=5))
+    d.start(0.0)
+    d.on_frame(0, faces=1, score=None, reason=Reason.BLURRY)
+    d.on_frame(10, faces=1, score=0.9)
+    assert d.on_tick(3000).reason is Reason.NOT_ENOUGH_VOTES

@@ -68,7 +68,7 @@ def test_timeout_when_quality_never_passes():
     two = (FACE, FaceBox(20, 20, 140, 140, 0.9))
     sink = RecordingSink()
     out = pipeline(faces=two).run_session(synthetic(120), SessionRequest(session_id=1), sink)
-    assert out.verdict.kind is VerdictKind.TIMEOUT and out.verdict.reason is Reason.NOT_ENOUGH_VOTES
+    assert out.verdict.kind is VerdictKind.TIMEOUT and out.verdict.reason is Reason.MULTIPLE_FACES
     assert (1, Prompt.ONE_PERSON_ONLY) in sink.prompts
 
 
@@ -209,4 +209,4 @@ def test_runtime_shutdown_cancels_current_session():
     rt = Runtime(pipeline(), lambda: synthetic(60), T(5), sink, shutdown=shutdown)
     rt.run()
     assert len(sink.results) == 1
-    assert sink.results[0][1].kind is VerdictKind.FAULT and sink.results[0][1].reason is Reason.ABORTED
+    assert sink.results[0][1].kind is VerdictKind.FAULT and sink.results[0][1].reason is Reason.SHUTDOWN
