@@ -110,7 +110,7 @@ def _default_factory(config) -> Scorer:
         from edge.pipeline import make_scorer
     except ImportError as err:
         raise EdgeError(
-            "edge eval needs the scoring pipeline (edge.pipeline.make_scorer), which this build lacks"
+            "the scoring pipeline (edge.pipeline.make_scorer) is missing from this build, so items cannot be scored"
         ) from err
     return make_scorer(config)
 
