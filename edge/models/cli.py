@@ -99,7 +99,7 @@ def cmd_build(args) -> int:
         _progress(f"error: {err}")
         return 2
     rows = [(r.name, r.variant, r.status, r.sha256[:12] if r.sha256 else "-",
-             f"{r.seconds:.1f}s" if r.status != "skipped" else r.reason) for r in report.results]
+             r.reason.split(";")[0] if r.reason else f"{r.seconds:.1f}s") for r in report.results]
     print(_table(rows, ("model", "variant", "status", "sha256", "time / reason")))
     for r in report.results:
         if r.status == "mismatch":
@@ -107,7 +107,12 @@ def cmd_build(args) -> int:
                       "reproducing the pinned file (changed converter, source or calibration set)")
     if report.skipped:
         _progress(f"skipped {len(report.skipped)} artifact(s); the runtime refuses them until built")
+    for name in dict.fromkeys(r.name for r in report.failed):
+        reason = next(r.reason for r in report.failed if r.name == name)
+        _progress(f"{name} not built: {reason}")
     _progress(f"done in {time.monotonic() - t0:.1f} s")
+    if report.failed:
+        return 2
     return 0 if report.ok else 1
 
 
