@@ -296,3 +296,9 @@ def test_cli_fusion(dataset_dir):
                          factory=factory)
     d = json.loads(out)
     assert d["fusion"]["target_bpcer"] == 0.2 and set(d["fusion"]["rules"]) == {"single_frame", "fused_mean"}
+
+
+def test_fusion_needs_frame_scores_from_multi_frame_items(dataset_dir):
+    code, out, err = run([str(dataset_dir), "--fusion", "--quiet"], dataset_dir,
+                         factory=lambda cfg: (lambda p: ItemResult(0.7, "PASS", 12)))
+    assert code == 2 and "per-frame scores" in err

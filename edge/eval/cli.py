@@ -19,7 +19,7 @@ from typing import Callable
 from edge.errors import ConfigError, EdgeError
 from edge.eval import metrics as m
 from edge.eval.dataset import DatasetError, load_dataset
-from edge.eval.fusion import compare_fusion, sessions_from_scored
+from edge.eval.fusion import FusionInputError, compare_fusion, sessions_from_scored
 from edge.eval.fusion import render as render_fusion
 from edge.eval.report import (
     PlotUnavailable,
@@ -179,7 +179,8 @@ def handler(args: argparse.Namespace, *, scorer_factory: ScorerFactory | None = 
     except PlotUnavailable as e:
         print(f"edge eval: {e}", file=err)
         return 3
-    except (DatasetError, ConfigError, m.EmptyClassError, m.UnreachableTargetError) as e:
+    except (DatasetError, ConfigError, m.EmptyClassError, m.UnreachableTargetError,
+            FusionInputError) as e:
         print(f"edge eval: {e}", file=err)
         return 2
     except EdgeError as e:

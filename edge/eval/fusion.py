@@ -24,6 +24,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from edge.errors import EdgeError
 from edge.eval import metrics as m
 
 FrameScores = Sequence[float | None]
@@ -47,6 +48,10 @@ def mean_of_faces(frames: FrameScores) -> float | None:
 def median_of_faces(frames: FrameScores) -> float | None:
     vals = [float(s) for s in frames if s is not None]
     return float(np.median(vals)) if vals else None
+
+
+class FusionInputError(EdgeError, ValueError):
+    """The scored items cannot be compared (per-frame scores missing)."""
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,14 @@ def sessions_from_scored(scored) -> list[Session]:
     """Sessions from :func:`edge.eval.report.score_dataset` output (items need ``frame_scores``)."""
     out = []
     for s in scored:
-        frames = s.result.frame_scores or ((s.result.score,) if s.result.frames <= 1 else ())
+        frames = s.result.frame_scores
+        if not frames:
+            if s.result.score is not None and s.result.frames > 1:
+                raise FusionInputError(
+                    f"{s.item.rel}: the scorer gave a session score but no per-frame scores "
+                    "(ItemResult.frame_scores); the fusion comparison needs them"
+                )
+            frames = (s.result.score,)  # one frame, or no usable face at all
         out.append(Session(s.item.bona_fide, s.item.attack, s.item.source, tuple(frames)))
     return out
 
