@@ -271,6 +271,7 @@ class Controller:
                 self.codec.last_reject = "wrong_nonce"
                 return
             self._send(P.ACK, P.pack_ack(P.RESULT, m.seq, m.session_id))
+            self.event("ack", {"session_id": m.session_id, "acked": "RESULT", "acked_seq": m.seq})
             verdict = P.VERDICT_NAMES.get(m.verdict, "FAIL")
             self.event("result", {"session_id": m.session_id, "verdict": verdict, "reason": m.reason,
                                   "elapsed_ms": m.elapsed_ms, "verified": True})

@@ -81,7 +81,7 @@ def load_key(key_file: str | os.PathLike | None = None, credential: str | None =
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if credential and cred_dir:
         path = Path(cred_dir) / credential
-        if path.exists() or not key_file:
+        if path.exists():
             # systemd makes the credentials directory private to the service (mode 0500,
             # on a non-swappable fs), so a 0440 credential file is not exposed by its mode alone
             dir_mode = stat.S_IMODE(os.stat(cred_dir).st_mode)
