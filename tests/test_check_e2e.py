@@ -1,0 +1,91 @@
+"""`edge check` end to end on the shared dev set: a verdict per image, upstream's ordering."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+FAS = SHARED / "fas-dev"
+GOLDEN = SHARED / "models" / "silent-face" / "golden" / "minifasnet_v2_reference.csv"
+
+needs_shared = pytest.mark.skipif(
+    not (FAS.is_dir() and GOLDEN.is_file()), reason=f"no ../shared (fas-dev and golden reference) beside the repository ({SHARED})"
+)
+
+
+def auc(scores, labels):
+    s, y = np.asarray(scores, float), np.asarray(labels, bool)
+    pos, neg = s[y], s[~y]
+    gt = (pos[:, None] > neg[None, :]).sum() + 0.5 * (pos[:, None] == neg[None, :]).sum()
+    return gt / (len(pos) * len(neg))
+
+
+def edge(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+@pytest.fixture(scope="module")
+def check_rows(built_models_dir, tmp_path_factory):
+    env = dict(os.environ, EDGE_MODELS_DIR=str(built_models_dir))
+    r = edge("check", "--json", "--no-progress", str(FAS), env=env)
+    assert r.returncode == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+@needs_shared
+def test_every_image_gets_a_verdict(check_rows):
+    images = sorted(p for p in FAS.rglob("*") if p.suffix.lower() in {".jpg", ".png"})
+    assert len(check_rows) == len(images) == 204
+    assert {Path(r["input"]).resolve() for r in check_rows} == {p.resolve() for p in images}
+    for r in check_rows:
+        assert r["verdict"] in {"PASS", "FAIL", "NO_FACE", "TIMEOUT", "FAULT"}
+        assert r["verdict"] != "FAULT"
+        assert set(r) == {"input", "verdict", "reason", "frames_used", "frames_seen", "elapsed_ms", "score"}
+
+
+@needs_shared
+def test_auc_matches_upstream(check_rows):
+    """AUC of our fused V2+V1SE scores within 0.01 of upstream's V2 on the same images."""
+    ref = {row["file"]: float(row["p1_live"]) for row in csv.DictReader(GOLDEN.open())}
+    ours, theirs, labels = [], [], []
+    for r in check_rows:
+        rel = str(Path(r["input"]).resolve().relative_to(FAS.resolve()))
+        if r["score"] is None or rel not in ref:
+            continue  # a frame the quality gate refused has no score
+        ours.append(r["score"])
+        theirs.append(ref[rel])
+        labels.append("/live/" in "/" + rel)
+    assert len(ours) >= 190
+    a_ours, a_up = auc(ours, labels), auc(theirs, labels)
+    assert abs(a_ours - a_up) <= 0.01, (a_ours, a_up)
+
+
+@needs_shared
+def test_default_threshold_error_rates_are_sane(check_rows):
+    live = [r for r in check_rows if "/live/" in r["input"]]
+    spoof = [r for r in check_rows if "/spoof/" in r["input"]]
+    apcer = sum(r["verdict"] == "PASS" for r in spoof) / len(spoof)
+    bpcer = sum(r["verdict"] != "PASS" for r in live) / len(live)
+    assert apcer <= 0.05 and bpcer <= 0.05, (apcer, bpcer)
+
+
+def test_check_table_and_missing_path(built_models_dir, tmp_path):
+    from edge.demo import DEFAULT_DIR, make_demo
+
+    clip = DEFAULT_DIR / "astronaut.avi"
+    if not clip.is_file():
+        make_demo(DEFAULT_DIR)
+    env = dict(os.environ, EDGE_MODELS_DIR=str(built_models_dir))
+    r = edge("check", str(clip), env=env)
+    assert r.returncode == 0, r.stderr
+    assert "verdict" in r.stdout and "astronaut.avi" in r.stdout and "total:" in r.stdout
+    r = edge("check", str(tmp_path / "nope.jpg"), env=env)
+    assert r.returncode == 2 and "an existing file or folder" in r.stderr
