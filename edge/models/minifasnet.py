@@ -12,6 +12,8 @@ unchanged (scale 1, zero point 0) and returns int8 probabilities (scale 1/256, z
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import math
 import time
@@ -255,14 +257,20 @@ def _np_forward(graph: _Graph, x: np.ndarray, dtype=np.float64, observe=None) ->
                 y = (col @ w.reshape(w.shape[0], -1).T).reshape(n, ho, wo, -1)
             else:
                 y = np.zeros((n, ho, wo, c), dtype=dtype)
+                tmp = np.empty_like(y)
                 for dy in range(kh):
                     for dx in range(kw):
-                        y += v[:, dy : dy + s * (ho - 1) + 1 : s, dx : dx + s * (wo - 1) + 1 : s, :] * w[0, dy, dx]
+                        np.multiply(v[:, dy : dy + s * (ho - 1) + 1 : s, dx : dx + s * (wo - 1) + 1 : s, :],
+                                    w[0, dy, dx], out=tmp)
+                        y += tmp
             y += a["b"].astype(dtype)
             if a["relu"]:
                 np.maximum(y, 0, out=y)
         elif node.kind == "prelu":
-            y = np.where(ins[0] >= 0, ins[0], ins[0] * a["alpha"].astype(dtype))
+            # x + min(x, 0) * (alpha - 1), in place: the calibration pass is memory-bound
+            y = np.minimum(ins[0], 0)
+            y *= a["alpha"].astype(dtype) - 1
+            y += ins[0]
         elif node.kind == "pad":
             y = np.pad(ins[0], a["pads"])
         elif node.kind == "add":
@@ -417,6 +425,54 @@ def _quantize_values(x: np.ndarray, q: Quant) -> np.ndarray:
     return np.clip(v, -128, 127).astype(np.int8)
 
 
+_BLAS_THREAD_SYMBOLS = (  # (set, get) pairs of the OpenBLAS builds numpy ships or links
+    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+    ("openblas_set_num_threads", "openblas_get_num_threads"),
+)
+
+
+def _openblas_thread_control():
+    """(set, get) for the OpenBLAS that numpy loaded, found through /proc/self/maps; None elsewhere."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = sorted({line.split()[-1] for line in f if "openblas" in line.lower() and ".so" in line})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)  # already mapped: this only returns a handle
+        except OSError:
+            continue
+        for set_name, get_name in _BLAS_THREAD_SYMBOLS:
+            setter, getter = getattr(lib, set_name, None), getattr(lib, get_name, None)
+            if setter is not None and getter is not None:
+                return setter, getter
+    return None
+
+
+@contextlib.contextmanager
+def _single_threaded_blas():
+    """Run BLAS on one thread for the duration.
+
+    The calibration pass makes hundreds of mid-sized GEMM calls; on a busy machine OpenBLAS's threads
+    spin waiting for each other and the pass takes 3-4x longer than on one thread. Best effort: other
+    BLAS builds are left alone (only speed is at stake, never the result).
+    """
+    control = _openblas_thread_control()
+    if control is None:
+        yield
+        return
+    setter, getter = control
+    before = int(getter())
+    setter(1)
+    try:
+        yield
+    finally:
+        setter(before)
+
+
 def _calibrate(graph: _Graph, calibration: np.ndarray) -> dict[str, tuple[float, float]]:
     ranges: dict[str, tuple[float, float]] = {}
 
@@ -426,8 +482,9 @@ def _calibrate(graph: _Graph, calibration: np.ndarray) -> dict[str, tuple[float,
             lo, hi = min(lo, ranges[name][0]), max(hi, ranges[name][1])
         ranges[name] = (lo, hi)
 
-    for start in range(0, len(calibration), _CALIB_CHUNK):
-        _np_forward(graph, calibration[start : start + _CALIB_CHUNK], np.float64, observe)
+    with _single_threaded_blas():
+        for start in range(0, len(calibration), _CALIB_CHUNK):
+            _np_forward(graph, calibration[start : start + _CALIB_CHUNK], np.float64, observe)
     return ranges
 
 
