@@ -271,10 +271,10 @@ class Controller:
                 self.codec.last_reject = "wrong_nonce"
                 return
             self._send(P.ACK, P.pack_ack(P.RESULT, m.seq, m.session_id))
-            self.event("ack", {"session_id": m.session_id, "acked": "RESULT", "acked_seq": m.seq})
             verdict = P.VERDICT_NAMES.get(m.verdict, "FAIL")
             self.event("result", {"session_id": m.session_id, "verdict": verdict, "reason": m.reason,
                                   "elapsed_ms": m.elapsed_ms, "verified": True})
+            self.event("ack", {"session_id": m.session_id, "acked": "RESULT", "acked_seq": m.seq})
             passed = m.verdict == P.V_PASS
             self._end_session(verdict if m.verdict in P.VERDICT_NAMES else "FAIL", "result", True)
             if passed:
