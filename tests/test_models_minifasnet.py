@@ -338,3 +338,56 @@ def test_upstream_determinism(upstream):
     assert convert_minifasnet(upstream["v1se"]) == convert_minifasnet(upstream["v1se"])
     calib = upstream["crops"][:16]
     assert quantize_minifasnet(upstream["v2"], calib) == quantize_minifasnet(upstream["v2"], calib)
+
+
+# ------------------------------------------------------------------ golden check plumbing (no shared data needed)
+
+
+def _write_golden(folder: Path, crops: np.ndarray, probs: np.ndarray, names=None) -> None:
+    names = names if names is not None else [f"src/{i:03d}.jpg" for i in range(len(crops))]
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "minifasnet_v2_crops.npz", crops=crops, names=np.array(names))
+    rows = ["file,p0,p1_live,p2"] + [f"{n},{p[0]:.8f},{p[1]:.8f},{p[2]:.8f}" for n, p in zip(names, probs)]
+    (folder / "minifasnet_v2_reference.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_verify_golden_on_a_synthetic_golden_set(tmp_path):
+    sd = synthetic_state_dict(12, se=False)
+    crops = np.random.default_rng(3).integers(0, 256, (6, 80, 80, 3), dtype=np.uint8)
+    ref = reference_forward(sd, crops)
+    # rows in the csv in reverse order: matching is by file name, not position
+    _write_golden(tmp_path / "golden", crops, ref)
+    csv_path = tmp_path / "golden" / "minifasnet_v2_reference.csv"
+    head, *rows = csv_path.read_text().splitlines()
+    csv_path.write_text("\n".join([head] + rows[::-1]) + "\n")
+    model = tmp_path / "m.tflite"
+    model.write_bytes(convert_minifasnet(sd))
+    report = verify_golden(model, tmp_path / "golden")
+    assert report.n == 6 and report.max_abs_dp <= 1e-4 and report.passed("float") and report.passed("int8")
+    with pytest.raises(ValueError, match="unknown model kind"):
+        report.passed("fp16")
+
+
+def test_compare_figures_and_thresholds():
+    ref = np.array([[0.1, 0.8, 0.1], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.0, 0.9, 0.1]])
+    probs = ref.copy()
+    probs[2] = [0.5, 0.4, 0.1]  # live -> attack: one disagreement out of four
+    r = compare(probs, ref)
+    assert r.n == 4 and r.argmax_agreement == 0.75
+    assert r.max_abs_dp == pytest.approx(0.3) and r.max_abs_dp_live == pytest.approx(0.1)
+    assert r.median_abs_dp_live == pytest.approx(0.0)
+    assert not r.passed("int8") and not r.passed("float")
+    assert compare(ref, ref).passed("float")
+
+
+def test_golden_set_inconsistent(tmp_path):
+    from edge.errors import ModelError
+
+    crops = np.zeros((2, 80, 80, 3), np.uint8)
+    _write_golden(tmp_path / "g", crops, np.full((2, 3), 1 / 3), names=["a.jpg", "b.jpg"])
+    csv_path = tmp_path / "g" / "minifasnet_v2_reference.csv"
+    csv_path.write_text(csv_path.read_text().replace("b.jpg", "c.jpg"))
+    with pytest.raises(ModelError, match="inconsistent"):
+        load_golden(tmp_path / "g")
+    with pytest.raises(ModelError, match="cannot read the golden set"):
+        load_golden(tmp_path / "absent")
