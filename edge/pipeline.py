@@ -347,3 +347,42 @@ class Runtime:
         self.sessions += 1
         self.current = None
         return outcome
+
+
+class _Scorer:
+    """``edge eval``'s scorer: one session per item (an image is a one-frame session)."""
+
+    def __init__(self, pipeline: Pipeline):
+        self.pipeline = pipeline
+
+    def __call__(self, path):
+        from pathlib import Path
+
+        from edge.camera import open_camera
+        from edge.camera.spec import IMAGE_EXTS
+        from edge.eval.report import ItemResult
+
+        p = Path(path)
+        if p.is_dir():
+            spec = f"images://{p}"  # a folder of frames is one session
+        elif p.suffix.lower() in IMAGE_EXTS:
+            spec = f"image://{p}"
+        else:
+            spec = f"video://{p}"
+        out = self.pipeline.run_session(open_camera(spec), keep_scores=True)
+        return ItemResult(
+            score=out.score,
+            verdict=out.verdict.kind.value,
+            frames=out.verdict.frames_seen,
+            frame_scores=out.frame_scores,
+        )
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+
+def make_scorer(config) -> _Scorer:
+    """A scorer for :mod:`edge.eval` on the configured models, quality gate and decision."""
+    from edge.assemble import build_pipeline
+
+    return _Scorer(build_pipeline(config))
