@@ -31,7 +31,10 @@ def _str(s: str) -> bytes:
 
 
 def _int(i: int) -> bytes:
-    return b"J" + struct.pack("<i", i)
+    if -(2**31) <= i < 2**31:
+        return b"J" + struct.pack("<i", i)
+    raw = i.to_bytes(9, "little", signed=True)
+    return b"\x8a" + bytes([len(raw)]) + raw  # LONG1
 
 
 def _tuple(items) -> bytes:
@@ -163,6 +166,23 @@ def test_out_of_bounds_stride_is_refused():
     entries = [("w", ("0", "FloatStorage", 4, 0, (4, 4), (4, 1)))]  # claims 16 elements of a 4-element storage
     with pytest.raises(CheckpointError, match="reaches element"):
         load_checkpoint_bytes(_legacy_file(_state_pickle(entries), {"0": np.zeros(4, np.float32)}))
+
+
+def test_absurd_storage_size_is_refused():
+    entries = [("w", ("0", "FloatStorage", 1 << 40, 0, (4,), (1,)))]
+    with pytest.raises(CheckpointError, match="claims"):
+        load_checkpoint_bytes(_legacy_file(_state_pickle(entries), {"0": np.zeros(4, np.float32)}))
+
+
+def test_zip_storage_size_mismatch_is_refused(tmp_path):
+    entries, storages, _ = _sample()
+    path = tmp_path / "bomb.pth"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("archive/data.pkl", _state_pickle(entries, legacy=False))
+        zf.writestr("archive/data/0", bytes(10_000_000))  # 96 bytes expected
+        zf.writestr("archive/data/1", storages["1"].tobytes())
+    with pytest.raises(CheckpointError, match="its record says 96"):
+        load_checkpoint(path)
 
 
 def test_storage_count_mismatch_is_refused():

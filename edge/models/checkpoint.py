@@ -34,6 +34,8 @@ __all__ = ["load_checkpoint", "load_checkpoint_bytes"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
+# Far above any liveness model (MiniFASNet storages are < 1 MB); bounds what a hostile record can make us read.
+_MAX_STORAGE_BYTES = 1 << 30
 
 # torch.<Name>Storage -> numpy dtype (little-endian, which is all torch writes on the platforms we meet).
 _STORAGE_DTYPES = {
@@ -168,6 +170,9 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if not isinstance(key, str):
             raise CheckpointError(f"malformed storage record in {self._source}: key {key!r}")
         numel = _as_int(numel, "storage size")
+        if not 0 <= numel * stype.dtype.itemsize <= _MAX_STORAGE_BYTES:
+            raise CheckpointError(f"refusing to load {self._source}: storage {key} claims {numel} elements "
+                                  f"(limit {_MAX_STORAGE_BYTES} bytes per storage)")
         storage = self._storages.get(key)
         if storage is None:
             storage = self._storages[key] = _Storage(key, stype, numel)
@@ -293,11 +298,12 @@ def _load_zip(raw: bytes, source: str) -> OrderedDict[str, np.ndarray]:
                 entry = f"{prefix}data/{key}"
                 if entry not in names:
                     raise CheckpointError(f"malformed checkpoint {source}: storage entry {entry} is missing")
-                data = zf.read(entry)
                 nbytes = storage.numel * storage.stype.dtype.itemsize
-                if len(data) < nbytes:
-                    raise CheckpointError(f"malformed checkpoint {source}: storage {key} has {len(data)} of "
-                                          f"{nbytes} bytes")
+                size = zf.getinfo(entry).file_size
+                if size != nbytes:  # checked before inflating anything: no zip bombs
+                    raise CheckpointError(f"malformed checkpoint {source}: storage {key} has {size} bytes, "
+                                          f"its record says {nbytes}")
+                data = zf.read(entry)
                 storage.data = np.frombuffer(data[:nbytes], dtype=storage.stype.dtype)
     except CheckpointError:
         raise
