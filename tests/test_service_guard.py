@@ -266,3 +266,19 @@ def test_counters_are_a_snapshot(armed):
     snap.by_event["x"] = 99  # mutating a snapshot does not touch the guard
     assert "x" not in GUARD.counters().by_event
     assert snap.by_event["os.mkdir"] == 1
+
+
+def test_lazy_import_mid_session_writes_no_bytecode(armed, monkeypatch):
+    import importlib
+    import sys
+
+    (armed / "lazy_mod_for_guard.py").write_text("VALUE = 7\n")
+    monkeypatch.syspath_prepend(str(armed))
+    GUARD.install()
+    assert sys.dont_write_bytecode
+    with session_guard():
+        mod = importlib.import_module("lazy_mod_for_guard")
+    assert mod.VALUE == 7
+    assert not (armed / "__pycache__").exists()
+    assert GUARD.counters().blocked == 0
+    sys.modules.pop("lazy_mod_for_guard", None)

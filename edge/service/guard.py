@@ -192,6 +192,9 @@ class PrivacyGuard:
             if not self._installed:
                 sys.addaudithook(self._hook)
                 self._installed = True
+                # A module first imported mid-session would try to cache its bytecode:
+                # a refused write and a warning for nothing. Service mode never caches.
+                sys.dont_write_bytecode = True
                 _audit_opencv_writers()
                 log.debug("privacy guard installed (disarmed)")
         return self
