@@ -23,6 +23,7 @@ from edge.models import build, fetch, registry
 from edge.models.registry import ManifestError, artifact_path, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
+TOY_ART = {"float32": ("toy.tflite", "b" * 64)}
 
 
 def sha(data: bytes) -> str:
@@ -96,7 +97,7 @@ def test_committed_manifests_are_valid(monkeypatch):
     ],
 )
 def test_bad_manifest_names_file_and_key(models, mutate, key):
-    path = write_manifest(models, upstream=url_upstream("toy.pth", "a" * 64), artifacts={"float32": ("toy.tflite", "b" * 64)})
+    path = write_manifest(models, upstream=url_upstream("toy.pth", "a" * 64), artifacts=TOY_ART)
     path.write_text(mutate(path.read_text()))
     with pytest.raises(ManifestError) as exc:
         load_manifest("toy")
@@ -116,7 +117,7 @@ def test_manifest_not_toml_and_unknown_name(models):
 
 
 def test_missing_artifact_says_how_to_build(models):
-    write_manifest(models, upstream=url_upstream("toy.pth", "a" * 64), artifacts={"float32": ("toy.tflite", "b" * 64)})
+    write_manifest(models, upstream=url_upstream("toy.pth", "a" * 64), artifacts=TOY_ART)
     with pytest.raises(ModelMissingError) as exc:
         artifact_path("toy")
     msg = str(exc.value)
@@ -262,7 +263,7 @@ def test_download_from_local_http_server(models, tmp_path, http_root):
     payload = os.urandom(200_000)
     (root / "toy.pth").write_bytes(payload)
     write_manifest(models, upstream=url_upstream("toy.pth", sha(payload), f"{base}/toy.pth"),
-                   artifacts={"float32": ("toy.tflite", "b" * 64)})
+                   artifacts=TOY_ART)
     cache = tmp_path / "cache"
     out = fetch.fetch_sources([load_manifest("toy")], cache_dir=cache, weights_dir=tmp_path / "absent")
     assert out["toy"] == cache / "toy.pth" and out["toy"].read_bytes() == payload
@@ -276,7 +277,7 @@ def test_download_with_wrong_hash_is_refused_and_leaves_nothing(models, tmp_path
     (root / "toy.pth").write_bytes(b"not the pinned checkpoint")
     pinned = sha(b"the pinned checkpoint")
     write_manifest(models, upstream=url_upstream("toy.pth", pinned, f"{base}/toy.pth"),
-                   artifacts={"float32": ("toy.tflite", "b" * 64)})
+                   artifacts=TOY_ART)
     cache = tmp_path / "cache"
     with pytest.raises(ModelIntegrityError) as exc:
         fetch.fetch_sources([load_manifest("toy")], cache_dir=cache)
@@ -318,10 +319,11 @@ def test_download_through_injected_opener(tmp_path):
 
 def test_missing_weights_say_what_to_download_and_where(models, tmp_path):
     url = "https://raw.githubusercontent.com/o/r/c/resources/anti_spoof_models/toy.pth"
-    write_manifest(models, upstream=url_upstream("toy.pth", "a" * 64, url), artifacts={"float32": ("toy.tflite", "b" * 64)})
+    write_manifest(models, upstream=url_upstream("toy.pth", "a" * 64, url), artifacts=TOY_ART)
     wdir = tmp_path / "weights"
     with pytest.raises(ModelMissingError) as exc:
-        fetch.fetch_sources([load_manifest("toy")], cache_dir=tmp_path / "cache", weights_dir=wdir, allow_download=False)
+        fetch.fetch_sources([load_manifest("toy")], cache_dir=tmp_path / "cache", weights_dir=wdir,
+                            allow_download=False)
     msg = str(exc.value)
     assert url in msg and "a" * 64 in msg and str(wdir) in msg and "--weights" in msg
 
@@ -330,7 +332,7 @@ def test_local_weights_with_wrong_hash_are_refused(models, tmp_path):
     wdir = tmp_path / "weights"
     wdir.mkdir()
     (wdir / "toy.pth").write_bytes(b"corrupt")
-    write_manifest(models, upstream=url_upstream("toy.pth", "a" * 64), artifacts={"float32": ("toy.tflite", "b" * 64)})
+    write_manifest(models, upstream=url_upstream("toy.pth", "a" * 64), artifacts=TOY_ART)
     with pytest.raises(ModelIntegrityError, match=str(wdir / "toy.pth")):
         fetch.fetch_sources([load_manifest("toy")], cache_dir=tmp_path / "cache", weights_dir=wdir)
 
@@ -356,7 +358,8 @@ def test_build_skips_int8_without_calibration_and_builds_the_rest(models, tmp_pa
     )
     path = write_manifest(models, "toy", upstream=upstream, kind="detector", extra_input="",
                           output='layout = "boxes"\ndefault_threshold = 0.5\n',
-                          artifacts={"float32": ("toy.float32.tflite", sha(payload)), "int8": ("toy.int8.tflite", "f" * 64)})
+                          artifacts={"float32": ("toy.float32.tflite", sha(payload)),
+                                     "int8": ("toy.int8.tflite", "f" * 64)})
     path.write_text(path.read_text() + 'calibration = "some faces"\n')
     src = tmp_path / "toy.tflite"
     src.write_bytes(payload)
@@ -375,7 +378,8 @@ def test_build_skips_int8_without_calibration_and_builds_the_rest(models, tmp_pa
 def _upstream_blazeface() -> bytes:
     m = registry.parse_manifest(REPO / "models" / "blazeface_short.toml",
                                 registry.tomllib.loads((REPO / "models" / "blazeface_short.toml").read_text()))
-    for candidate in (REPO / "models" / "cache" / m.upstream.file, REPO / "models" / "build" / m.artifact("float32").file):
+    cache, built = REPO / "models" / "cache", REPO / "models" / "build"
+    for candidate in (cache / m.upstream.file, built / m.artifact("float32").file):
         if candidate.is_file() and registry.sha256_file(candidate) == m.upstream.sha256:
             return candidate.read_bytes()
     pytest.skip("upstream BlazeFace not present (run: edge models fetch)")

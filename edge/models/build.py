@@ -202,7 +202,9 @@ def build_all(
     return BuildReport(tuple(results), time.monotonic() - t0)
 
 
-def _build_one(m: ModelManifest, variant: str, art: Artifact, source: Path, weights_dir, calibration_dir, record, progress):
+def _build_one(
+    m: ModelManifest, variant: str, art: Artifact, source: Path, weights_dir, calibration_dir, record, progress
+):
     """(bytes, "") or (None, why skipped)."""
     if m.upstream.file.endswith(".tflite"):
         upstream = source.read_bytes()

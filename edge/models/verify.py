@@ -182,8 +182,9 @@ def run_verify(
         except ImportError as err:
             skipped.append(f"BlazeFace int8 agreement: detector unavailable ({err})")
         else:
+            iou_ok = a.faces > 0 and a.iou_median >= DETECTOR_MIN_MEDIAN_IOU
             checks.append(Check("blazeface_short", "int8 box IoU median", f"{a.iou_median:.3f}",
-                                f">= {DETECTOR_MIN_MEDIAN_IOU}", a.faces > 0 and a.iou_median >= DETECTOR_MIN_MEDIAN_IOU))
+                                f">= {DETECTOR_MIN_MEDIAN_IOU}", iou_ok))
             checks.append(Check("blazeface_short", "int8 faces lost", f"{a.lost} of {a.faces}",
                                 f"<= {DETECTOR_MAX_LOST}", a.faces > 0 and a.lost <= DETECTOR_MAX_LOST))
             checks.append(Check("blazeface_short", "int8 box IoU min (info)", f"{a.iou_min:.3f}", "-", True))
