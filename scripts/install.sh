@@ -28,6 +28,9 @@
 # The service runs as a DynamicUser; config and key reach it as systemd
 # credentials, so neither file has to be readable by any other user.
 set -euo pipefail
+# The service runs as a dynamic user: everything under /opt/edge must be world-readable
+# whatever root's umask is. (The key is written under its own umask 077.)
+umask 022
 
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ROOT=/
