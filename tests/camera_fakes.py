@@ -115,6 +115,7 @@ class FakePicamera2:
         self.stride: int | None = None
         self.yuv_source_bgr = np.zeros((1, 1, 3), np.uint8)
         self.mapped = 0
+        self.cancelled = 0
         FakePicamera2.instances.append(self)
 
     @staticmethod
@@ -138,6 +139,9 @@ class FakePicamera2:
         request = FakeRequest(self, len(self.requests))
         self.requests.append(request)
         return FakeJob(self, request) if wait is False else request
+
+    def cancel_all_and_flush(self):
+        self.cancelled += 1
 
     def stop(self):
         self.stopped = True

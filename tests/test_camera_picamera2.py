@@ -90,6 +90,7 @@ def test_capture_timeout_and_errors_are_camera_lost(fake_module):
         pc.fail_capture = TimeoutError()
         with pytest.raises(CameraLost, match="no frame within 0.25 s"):
             cam.read(timeout_s=0.25)
+        assert pc.cancelled == 1, "the timed-out job is cancelled so no request leaks"
         pc.fail_capture = RuntimeError("Camera frontend has timed out!")
         with pytest.raises(CameraLost, match="capture failed"):
             cam.read()

@@ -19,6 +19,7 @@ python3-picamera2), and importing this module must work everywhere.
 
 from __future__ import annotations
 
+import concurrent.futures
 import importlib
 import logging
 import time
@@ -101,7 +102,8 @@ class Picamera2Camera(BufferedCamera):
         except (RuntimeError, IndexError, OSError) as err:
             raise CameraError(
                 f"no Pi camera at index {self.index} ({err}); run 'edge cameras' (libcamera list), check the "
-                "ribbon cable and that no other program (rpicam-*, another edge) holds the camera"
+                "ribbon cable, that no other program (rpicam-*, another edge) holds the camera and that the user is in "
+                "the video group (sudo usermod -aG video $USER, then log in again)"
             ) from err
         self._cam = cam
         try:
@@ -122,7 +124,15 @@ class Picamera2Camera(BufferedCamera):
             if hasattr(job, "get_result"):
                 return job.get_result(timeout=timeout_s)
             return cam.wait(job, timeout=timeout_s)
-        except TimeoutError as err:
+        except (TimeoutError, concurrent.futures.TimeoutError) as err:  # distinct classes before Python 3.11
+            # The job stays queued in picamera2: cancel it, or a late frame would be captured
+            # into a request nobody releases.
+            cancel = getattr(cam, "cancel_all_and_flush", None)
+            if cancel is not None:
+                try:
+                    cancel()
+                except Exception:
+                    log.debug("cancel_all_and_flush failed", exc_info=True)
             raise CameraLost(f"Pi camera {self.index}: no frame within {timeout_s:g} s") from err
         except Exception as err:
             raise CameraLost(f"Pi camera {self.index}: capture failed: {err}") from err
