@@ -130,6 +130,8 @@ def main(argv=None) -> int:
         heartbeat_timeout_ms=args.heartbeat_timeout_ms,
         info=[("role", "controller"), ("board", "simulator"), ("fw", "sim-0.1.0")],
     )
+    # same value as `edge bridge fingerprint`: different fingerprints explain a stream of bad_mac
+    emit("key", {"fingerprint": P.hmac_sha256(key, b"edge-bridge key fingerprint").hex()[:16]})
     ctl = Controller(board, key, cfg, on_event=emit)
     next_press = 0.0
     release_at = None

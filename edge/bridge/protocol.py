@@ -240,8 +240,8 @@ def parse_key(data):
         return data
     try:
         text = data.decode().strip()
-    except Exception:
-        raise ProtocolError("key must be 32 raw bytes or 64 hex digits, got %d bytes" % len(data))
+    except Exception as err:
+        raise ProtocolError("key must be 32 raw bytes or 64 hex digits, got %d bytes" % len(data)) from err
     if len(text) == 2 * KEY_LEN and _is_hex(text):
         return bytes([int(text[i : i + 2], 16) for i in range(0, len(text), 2)])
     raise ProtocolError("key must be 32 raw bytes or 64 hex digits, got %d bytes" % len(data))
@@ -452,7 +452,7 @@ def unpack_payload(mtype, p):
     except ProtocolError:
         raise
     except Exception as err:  # IndexError, UnicodeError, struct.error
-        raise ProtocolError("malformed payload: %r" % (err,))
+        raise ProtocolError("malformed payload: %r" % (err,)) from err
     raise ProtocolError("unknown type %d" % mtype)
 
 

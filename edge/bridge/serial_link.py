@@ -296,7 +296,7 @@ class SerialBridge:
             self.controller_state = m.state
         elif t == P.HELLO:
             self.controller_info = dict(m.info)
-            log.info("controller HELLO: %s", ", ".join(f"{k}={v}" for k, v in m.info))
+            log.info("controller HELLO: %s", ", ".join(f"{k}={v!r}" for k, v in m.info))
             self._cancel_current("controller restarted")
             if m.flags & P.HELLO_REPLY:
                 self._send(P.HELLO, P.pack_hello(self.device_info, 0))
@@ -323,7 +323,7 @@ class SerialBridge:
                             self._acked.add(key)
                             ev.set()
         elif t == P.FAULT:
-            log.warning("controller FAULT (reason %d): %s", m.reason, m.text)
+            log.warning("controller FAULT (reason %d): %r", m.reason, m.text)
             self._cancel_current("controller fault")
 
     def _on_start(self, m: P.Message) -> None:

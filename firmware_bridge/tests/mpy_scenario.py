@@ -1,8 +1,6 @@
 # A scripted controller session that runs on MicroPython and CPython alike; the test
 # compares the two transcripts byte for byte. No f-strings with nested quotes, no
 # annotations: this file is executed by MicroPython's WebAssembly port.
-import sys
-
 try:
     from firmware_bridge import protocol as P
     from firmware_bridge import controller as C

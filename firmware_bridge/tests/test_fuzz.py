@@ -19,13 +19,18 @@ from firmware_bridge import protocol as P
 from .fakes import NullSerial
 from .helpers import KEY, Rig
 
-FRAMES_PER_SIDE = 60_000  # 120 000 in all
+FRAMES_PER_SIDE = 100_000  # per parser
+
+
+_POOL = random.Random(5)
+TEXT_POOL = "".join(chr(_POOL.choice([_POOL.randrange(32, 127), _POOL.randrange(0x80, 0x3000)])) for _ in range(4096))
 
 
 def _random_fields(rng: random.Random, mtype: int) -> dict:
     sid = rng.choice([0, 1, 2, rng.randrange(1 << 32)])
-    nonce = bytes(rng.randrange(256) for _ in range(16))
-    text = "".join(chr(rng.choice([rng.randrange(32, 127), rng.randrange(0x80, 0x3000)])) for _ in range(rng.randrange(0, 80)))
+    nonce = rng.randbytes(16)
+    i = rng.randrange(len(TEXT_POOL) - 80)
+    text = TEXT_POOL[i : i + rng.randrange(0, 80)]
     return {
         "session_id": sid,
         "nonce": nonce,
@@ -75,11 +80,11 @@ def _frames(rng: random.Random, signer: P.Codec, n: int):
             yield rng.choice(forgers).encode(mtype, P.pack_fields(mtype, _random_fields(rng, mtype))[: P.MAX_PAYLOAD])
             continue
         if kind == 0:
-            yield bytes(rng.randrange(256) for _ in range(rng.randrange(0, 300)))
+            yield rng.randbytes(rng.randrange(0, 300))
         elif kind == 1:
             yield _mutate(rng, signer.encode(P.HEARTBEAT if i % 3 else P.RESULT, P.pack_result(1, bytes(16), 1, 1, 5)))
         elif kind == 2:
-            payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 60)))
+            payload = rng.randbytes(rng.randrange(0, 60))
             yield signer.encode(rng.choice(types), payload)
         else:
             mtype = rng.choice(list(P.TYPE_NAMES))

@@ -63,7 +63,10 @@ def test_sim_runs_sessions_and_reports_json(tmp_path):
     ons = [r for r in summary["relay"] if r[1]]
     assert len(ons) == 1  # one pulse, for the PASS only
     relay_events = [e for e in events if e["event"] == "relay"]
-    assert events[0]["event"] == "boot" and events[0]["relay"] is False
+    from edge.bridge.keys import key_fingerprint
+
+    assert events[0] == {"event": "key", "t": events[0]["t"], "fingerprint": key_fingerprint(KEY)}
+    assert events[1]["event"] == "boot" and events[1]["relay"] is False
     assert [e["on"] for e in relay_events] == [True, False]
     assert 0.15 <= relay_events[1]["t"] - relay_events[0]["t"] <= 2.0
     assert all(isinstance(e["t"], float) for e in events)
