@@ -263,7 +263,7 @@ def test_bad_arguments():
 def test_synthetic_determinism():
     sd = synthetic_state_dict(9, se=True)
     calib = np.random.default_rng(1).integers(0, 256, (8, 80, 80, 3), dtype=np.uint8)
-    assert convert_minifasnet(sd) == convert_minifasnet(OrderedDict(sd))
+    assert convert_minifasnet(sd) == convert_minifasnet(OrderedDict((f"module.{k}", v) for k, v in sd.items()))
     assert quantize_minifasnet(sd, calib) == quantize_minifasnet(sd, calib.copy())
 
 

@@ -188,6 +188,8 @@ def _build_graph(state_dict: Mapping[str, np.ndarray], input_size: tuple[int, in
         raise ValueError(f"input_size must be (height, width), got {input_size!r}") from err
     if h < 16 or w < 16:
         raise ValueError(f"input_size {input_size!r} is too small for MiniFASNet (four stride-2 stages)")
+    if state_dict and all(k.startswith("module.") for k in state_dict):  # a raw DataParallel state_dict
+        state_dict = {k[len("module."):]: v for k, v in state_dict.items()}
     g = _GraphBuilder(state_dict, (h, w))
     x = g.cb("conv1", "input", stride=2, pad=1)
     x = g.cb("conv2_dw", x, stride=1, pad=1)
