@@ -265,6 +265,10 @@ step_key() {
   if [ "${#OWNER[@]}" -gt 0 ]; then chown root:root "$ROOT$KEY"; fi
   printf '    + generated %s (root 0600)\n' "$KEY"
   did "generated the HMAC key $KEY: install the same 64 hex digits on the controller (sudo cat $KEY)"
+  # The fingerprint is safe to show; the controller's must match it.
+  if [ -x "$ROOT$VENV/bin/edge" ]; then
+    "$ROOT$VENV/bin/edge" bridge fingerprint --key-file "$ROOT$KEY" 2>/dev/null | sed 's/^/    key fingerprint: /' || true
+  fi
 }
 
 step_systemd_files() {
