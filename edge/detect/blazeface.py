@@ -100,6 +100,9 @@ class BlazeFaceDetector:
         self._lut = _pixel_lut(self._in, self.PIXEL_SCALE, self.PIXEL_OFFSET)
         # Dequantised output buffers, reused every frame.
         self._scores = np.empty(NUM_ANCHORS, dtype=np.float32)
+        self._mask = np.empty(NUM_ANCHORS, dtype=bool)
+        t = self.options.min_score
+        self._logit_cut = float(np.log(t / (1.0 - t))) if 0.0 < t < 1.0 else (-np.inf if t <= 0 else np.inf)
         self._raw_f = np.empty((NUM_ANCHORS, NUM_COORDS), dtype=np.float32) if self._reg.quantized else None
         self._geometry: tuple | None = None  # (src shape, resize size, pads) cached per frame size
         self._resized: np.ndarray | None = None
@@ -150,36 +153,50 @@ class BlazeFaceDetector:
             # invoke() refuses to run while a view of an input tensor is alive.
             del view
 
-    def _outputs(self) -> tuple[np.ndarray, np.ndarray]:
-        reg = self._interp.get_tensor(self._reg.index).reshape(NUM_ANCHORS, NUM_COORDS)
-        cls = self._interp.get_tensor(self._cls.index).reshape(NUM_ANCHORS)
+    def _outputs(self, reg_view: np.ndarray, cls_view: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Float regressors and logits from the output tensors' views (no copy for float models;
+        int8 models dequantize into preallocated buffers)."""
+        reg = reg_view.reshape(NUM_ANCHORS, NUM_COORDS)
+        cls = cls_view.reshape(NUM_ANCHORS)
         if self._cls.quantized:
             np.subtract(cls, self._cls.zero_point, out=self._scores, dtype=np.float32)
             self._scores *= self._cls.scale
-        else:
-            np.copyto(self._scores, cls)
+            cls = self._scores
         if self._reg.quantized:
             np.subtract(reg, self._reg.zero_point, out=self._raw_f, dtype=np.float32)
             self._raw_f *= self._reg.scale
             reg = self._raw_f
-        return reg, self._scores
+        return reg, cls
 
     def raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the model; return (regressors (896, 16), logits (896,)) as float views (for tests and tools)."""
+        """Run the model; return copies of (regressors (896, 16), logits (896,)) as float (for tests and tools)."""
         self._check_image(image)
         self._fill_input(image)
         self._interp.invoke()
-        return self._outputs()
+        reg_view, cls_view = self._interp.tensor(self._reg.index)(), self._interp.tensor(self._cls.index)()
+        try:
+            reg, cls = self._outputs(reg_view, cls_view)
+            return reg.copy(), cls.copy()  # copies: the views die before the next invoke()
+        finally:
+            del reg_view, cls_view
 
     def detect(self, image: np.ndarray) -> tuple[FaceBox, ...]:
-        reg, logits = self.raw(image)
-        # Compare in logit space: sigmoid(x) >= t  <=>  x >= log(t / (1 - t)); no exp over all anchors.
-        t = self.options.min_score
-        cut = np.log(t / (1.0 - t)) if 0.0 < t < 1.0 else (-np.inf if t <= 0 else np.inf)
-        idx = np.flatnonzero(logits >= cut)
-        if idx.size == 0:
-            return ()
-        return self._decode(reg[idx], logits[idx], self._anchors[idx])
+        self._check_image(image)
+        self._fill_input(image)
+        self._interp.invoke()
+        # Views of the output tensors, not get_tensor() copies; they must be dropped
+        # before the next invoke(), so everything is decoded inside this block.
+        reg_view, cls_view = self._interp.tensor(self._reg.index)(), self._interp.tensor(self._cls.index)()
+        try:
+            reg, logits = self._outputs(reg_view, cls_view)
+            # Compare in logit space: sigmoid(x) >= t  <=>  x >= log(t / (1 - t)); no exp over all anchors.
+            np.greater_equal(logits, self._logit_cut, out=self._mask)
+            if not self._mask.any():
+                return ()
+            idx = np.flatnonzero(self._mask)  # a handful of candidates: small, short-lived
+            return self._decode(reg[idx], logits[idx], self._anchors[idx])
+        finally:
+            del reg_view, cls_view
 
     def _decode(self, reg: np.ndarray, logits: np.ndarray, anchors: np.ndarray) -> tuple[FaceBox, ...]:
         size = float(self.input_size)

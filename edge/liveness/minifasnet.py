@@ -79,12 +79,15 @@ class _Model:
         finally:
             del view  # invoke() refuses to run while an input view is alive
         self.interp.invoke()
-        raw = self.interp.get_tensor(self.out.index).reshape(-1)
-        if self.out.quantized:
-            np.subtract(raw, self.out.zero_point, out=self.probs, dtype=np.float32)
-            self.probs *= self.out.scale
-        else:
-            np.copyto(self.probs, raw)
+        raw = self.interp.tensor(self.out.index)()  # a view; dropped before the next invoke()
+        try:
+            if self.out.quantized:
+                np.subtract(raw.reshape(-1), self.out.zero_point, out=self.probs, dtype=np.float32)
+                self.probs *= self.out.scale
+            else:
+                np.copyto(self.probs, raw.reshape(-1))
+        finally:
+            del raw
         p = float(self.probs[self.spec.live_index])
         if not np.isfinite(p):
             raise ModelError(f"{self.spec.name} produced a non-finite score")
