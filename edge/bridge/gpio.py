@@ -117,13 +117,14 @@ class RelaySink:
 
 
 class GpioTrigger:
-    """A session per input edge; presses while one is already queued are coalesced."""
+    """A session per input edge; presses while one is queued or running are dropped."""
 
     def __init__(self, pin, *, pull_up: bool | None = True, active_high: bool | None = None, bounce_ms: int = 50,
                  pin_factory=None):
         from gpiozero import Button
 
         self._ids = itertools.count(1)
+        self._busy = False
         self._queue: queue.Queue[SessionRequest] = queue.Queue(maxsize=1)
         try:
             # gpiozero: pull_up=None (external resistor) needs the active state spelled out
@@ -140,6 +141,10 @@ class GpioTrigger:
         self._closed = False
 
     def _pressed(self, *_):
+        if self._busy:
+            # a press during a session must not queue the next one behind the person's back
+            log.debug("trigger input pressed during a session: ignored")
+            return
         req = SessionRequest(session_id=next(self._ids), origin="gpio")
         try:
             self._queue.put_nowait(req)
@@ -148,10 +153,13 @@ class GpioTrigger:
             log.debug("trigger input pressed while a session is already queued")
 
     def wait(self, timeout_s: float) -> SessionRequest | None:
+        self._busy = False  # the runner waits only between sessions
         try:
-            return self._queue.get(timeout=max(0.0, timeout_s))
+            req = self._queue.get(timeout=max(0.0, timeout_s))
         except queue.Empty:
             return None
+        self._busy = True
+        return req
 
     def close(self) -> None:
         if self._closed:

@@ -60,6 +60,9 @@ def read_key_file(path: str | os.PathLike, *, private_dir: bool = False) -> byte
         if not stat.S_ISREG(st.st_mode):
             raise KeyFileError(f"key file {p} is not a regular file; point serial.key_file at the key file itself")
         _check_mode(p, st, private_dir=private_dir)
+        if st.st_uid not in (0, os.geteuid()):
+            log.warning("key file %s is owned by uid %d, neither root nor this process: that user can read the key",
+                        p, st.st_uid)
         with os.fdopen(fd, "rb", closefd=True) as f:
             fd = -1
             data = f.read(4096)

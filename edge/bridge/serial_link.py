@@ -268,6 +268,13 @@ class SerialBridge:
             with self._slock:
                 cur = self._current
             self._send(P.HEARTBEAT, P.pack_heartbeat(P.S_BUSY if cur else P.S_IDLE, cur.session_id if cur else 0))
+        with self._slock:
+            cur = self._current
+            started = self._started_at.get((cur.session_id, cur.nonce)) if cur is not None else None
+        if cur is not None and cur.deadline_ms and started is not None and not cur.cancel.is_set() \
+                and now - started > cur.deadline_ms / 1000.0:
+            # the controller has failed this session by now; stop using the camera for it
+            self._cancel_current("controller deadline passed")
         if self.link_up and now - self._last_rx > self.heartbeat_timeout_s:
             self.link_up = False
             log.warning("controller silent for %.1f s: link lost", now - self._last_rx)

@@ -106,6 +106,10 @@ def test_trigger_input_edge_makes_a_session(factory, pull_up):
     req = trig.wait(2.0)
     assert req is not None and req.origin == "gpio" and req.session_id == 1 and req.nonce == b""
     (pin.drive_high if pull_up else pin.drive_low)()
+    # presses during the session (before the runner waits again) are dropped
+    (pin.drive_low if pull_up else pin.drive_high)()
+    (pin.drive_high if pull_up else pin.drive_low)()
+    assert trig.wait(0.05) is None
     # presses while one is still queued coalesce into one session
     for _ in range(3):
         (pin.drive_low if pull_up else pin.drive_high)()

@@ -3,6 +3,7 @@ against a scripted controller for the delivery rules."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -283,3 +284,32 @@ def test_runtime_process_killed_mid_session_controller_faults_relay_off():
             assert ctl.results == ["FAULT"]
             assert not any(on for _, on in board.relay_log)
             assert ct.call(ctl.press) is False  # and refuses new sessions while the runtime is gone
+
+
+def test_runtime_cancels_a_session_past_the_controllers_deadline(scripted):
+    ctl, bridge = scripted
+    ctl.send(P.START, P.pack_start(13, b"d" * 16, 300))
+    req = bridge.wait(2.0)
+    for _ in range(10):  # keep the link alive: only the deadline may end it
+        ctl.send(P.HEARTBEAT, P.pack_heartbeat(P.S_BUSY, 13))
+        if req.cancel.wait(0.1):
+            break
+    assert req.cancel.is_set() and bridge.link_up
+    assert bridge.result(req, _verdict(sid=13)) is False and ctl.of(P.RESULT) == []
+
+
+def test_line_hangup_fails_loudly():
+    import tty
+
+    m, s = os.openpty()
+    tty.setraw(s)
+    bridge = SerialBridge(os.ttyname(s), KEY, heartbeat_interval_s=0.05, heartbeat_timeout_s=1.0)
+    try:
+        os.close(s)
+        os.close(m)  # the USB adapter is unplugged
+        with pytest.raises(BridgeError, match="serial link"):
+            end = time.monotonic() + 5
+            while time.monotonic() < end:
+                bridge.wait(0.1)
+    finally:
+        bridge.close()
