@@ -374,7 +374,7 @@ def equalize_depthwise(float_bytes: bytes, cal: Calibration) -> tuple[bytes, int
     by 1/s_c and the pointwise conv's input channel c by s_c is exact in float. With
     s_c = sqrt(act_c / w2_c) the channel's activation range and the pointwise weights'
     range meet in the middle, which is what per-tensor int8 activations need: BlazeFace's
-    deep depthwise outputs span 20x between channels otherwise.
+    deep depthwise outputs span 20x between channels otherwise. s_c is rounded to a power of two.
     """
     schema = _schema()
     names = _op_names()
@@ -406,6 +406,9 @@ def equalize_depthwise(float_bytes: bytes, cal: Calibration) -> tuple[bytes, int
         ok = (act > 0) & (r2 > 0)
         s[ok] = np.sqrt(act[ok] / r2[ok])
         s /= np.exp(np.mean(np.log(s)))  # keep the layer's overall magnitude
+        # Powers of two: scaling float32 weights by them is exact, and the last-bit differences of
+        # the statistics between machines (SIMD paths, JPEG decoders) cannot reach the built file.
+        s = np.exp2(np.round(np.log2(s)))
         _set_const(model, sg, op.inputs[1], (w1 / s).astype("<f4"), schema.TensorType.FLOAT32)
         _set_const(model, sg, op.inputs[2], (b1 / s).astype("<f4"), schema.TensorType.FLOAT32)
         _set_const(model, sg, nxt[0].inputs[1], (w2 * s).astype("<f4"), schema.TensorType.FLOAT32)
