@@ -83,8 +83,12 @@ class SerialBridge:
         self._last_rx = clock()
         self._last_hb = 0.0
         self._last_reject_log = -1e9
-        self._write(b"\x00")  # end whatever half frame the line held
-        self._send(P.HELLO, P.pack_hello(self.device_info, P.HELLO_REPLY))
+        try:
+            self._write(b"\x00")  # end whatever half frame the line held
+            self._send(P.HELLO, P.pack_hello(self.device_info, P.HELLO_REPLY))
+        except BaseException:
+            self._ser.close()
+            raise
         self._thread = threading.Thread(target=self._run, name="edge-serial-bridge", daemon=True)
         self._thread.start()
 

@@ -25,8 +25,11 @@ const [mjs, ...files] = process.argv.slice(2);
 const { loadMicroPython } = await import(pathToFileURL(mjs).href);
 let out = "";
 const mp = await loadMicroPython({ stdout: (l) => { out += l + "\n"; }, stderr: (l) => process.stderr.write(l + "\n") });
-for (const f of files.slice(0, -1)) mp.FS.writeFile("/" + f.split("/").pop(), fs.readFileSync(f));
-mp.runPython("import sys\nsys.path.append('/')");
+for (const f of files.slice(0, -1)) {
+  const [src, dst] = f.includes("=") ? f.split("=") : [f, f.split("/").pop()];
+  mp.FS.writeFile("/" + dst, fs.readFileSync(src));
+}
+mp.runPython("import sys, os\nsys.path.append('/')\nos.chdir('/')");
 try { mp.runPython(fs.readFileSync(files[files.length - 1], "utf8")); }
 catch (e) { process.stderr.write(String(e) + "\n"); process.exit(1); }
 process.stdout.write(out);
@@ -69,3 +72,36 @@ def test_same_transcript_on_micropython_and_cpython(tmp_path):
     assert [r.split(":")[1] for r in relay] == ["0", "1", "0"]  # boot off, PASS on, pulse end off
     stats = dict(kv.split("=") for kv in [x for x in lines if x.startswith("stats ")][0].split()[1:])
     assert stats["wrong_nonce"] == "1" and stats["garbage"] == "1"
+
+
+DRIVER = """
+import machine
+try:
+    import main
+except machine.Stop:
+    pass
+for e in machine.LOG:
+    print(repr(e))
+"""
+
+
+def test_main_py_boots_with_relay_off_first_on_micropython(tmp_path):
+    mjs = _micropython_mjs()
+    if mjs is None:
+        pytest.skip("MicroPython WebAssembly port not installed (npm install -g @micropython/micropython-webassembly-pyscript)")
+    runner = tmp_path / "run.mjs"
+    runner.write_text(RUNNER)
+    (tmp_path / "key.hex").write_text(bytes(range(32)).hex() + "\n")
+    (tmp_path / "drive.py").write_text(DRIVER)
+    files = [str(FW / n) for n in ("protocol.py", "controller.py", "board.py", "main.py")]
+    files += [f"{HERE / 'mpy_fake_machine.py'}=machine.py", str(tmp_path / "key.hex"), str(tmp_path / "drive.py")]
+    r = subprocess.run(["node", str(runner), mjs, *files], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import ast
+
+    log = [ast.literal_eval(line) for line in r.stdout.splitlines()]
+    # the relay pin is the very first thing touched, as an output at its inactive level
+    assert log[0] == ("pin", 15, 1, 0)
+    assert [e for e in log if e[0] == "relay"] == [("relay", 0)]
+    assert ("wdt", 3000) in log
+    assert any(e[0] == "tx" and e[1] > 20 for e in log)  # the HELLO went out
