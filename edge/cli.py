@@ -31,6 +31,7 @@ PLUGINS = (
     "edge.eval.cli",
     "edge.bench",
     "edge.demo",
+    "edge.bridge.cli",
 )
 
 

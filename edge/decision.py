@@ -77,10 +77,17 @@ class Decision:
         self.last_reason = Reason.NONE  # last frame-level reason (for prompts)
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self, t_ms: float, session_id: int = 0) -> None:
+    def start(self, t_ms: float, session_id: int = 0, budget_ms: float | None = None) -> None:
+        """Begin a session at ``t_ms``. ``budget_ms`` (the controller's own deadline, less a
+        delivery margin) shortens ``timeout_ms`` and ``no_face_ms`` for this session only."""
         self._reset()
         self._start_ms = float(t_ms)
         self._session_id = int(session_id)
+        self._timeout_ms = float(self.config.timeout_ms)
+        self._no_face_ms = float(self.config.no_face_ms)
+        if budget_ms is not None:
+            self._timeout_ms = min(self._timeout_ms, max(float(budget_ms), 0.0))
+            self._no_face_ms = min(self._no_face_ms, self._timeout_ms)
 
     @property
     def started(self) -> bool:
@@ -97,7 +104,7 @@ class Decision:
     def deadline_ms(self) -> float:
         """Absolute time (same clock as the events) at which the session ends at the latest."""
         self._require_started()
-        return self._start_ms + self.config.timeout_ms
+        return self._start_ms + self._timeout_ms
 
     # -- events ---------------------------------------------------------------------------
     def on_frame(self, t_ms: float, *, faces: int, score: float | None = None, reason: Reason = Reason.NONE):
@@ -127,9 +134,9 @@ class Decision:
         if self._verdict is not None:
             return self._verdict
         elapsed = t_ms - self._start_ms
-        if self._face_frames == 0 and elapsed >= self.config.no_face_ms:
+        if self._face_frames == 0 and elapsed >= self._no_face_ms:
             return self._finish(t_ms, VerdictKind.NO_FACE, Reason.NO_FACE_FOUND)
-        if elapsed >= self.config.timeout_ms:
+        if elapsed >= self._timeout_ms:
             if self._face_frames == 0:
                 return self._finish(t_ms, VerdictKind.NO_FACE, Reason.NO_FACE_FOUND)
             return self._finish(t_ms, VerdictKind.TIMEOUT, self._timeout_reason())
@@ -157,8 +164,7 @@ class Decision:
     def on_fault(self, t_ms: float, reason: Reason = Reason.INTERNAL_ERROR):
         """Anything broke: FAULT, whatever was seen before."""
         if self._start_ms is None:
-            self._start_ms = float(t_ms)
-            self._session_id = 0
+            self.start(t_ms)
         if self._verdict is not None and self._verdict.kind is VerdictKind.FAULT:
             return self._verdict
         # A fault after a verdict is still a fault of the session (e.g. delivery failed);

@@ -30,6 +30,9 @@ from edge.types import FaceBox, Prompt, Reason, Verdict, VerdictKind
 
 log = logging.getLogger(__name__)
 
+#: Time kept back from a controller's session deadline for sending the RESULT.
+DELIVERY_MARGIN_MS = 300
+
 
 @dataclass(frozen=True)
 class GateResult:
@@ -136,7 +139,11 @@ class Pipeline:
             request = SessionRequest(session_id=self._session_counter)
         decision = self.decision
         t_start_ns = self._clock_ns()
-        decision.start(0.0, session_id=request.session_id)
+        budget = None
+        if request.deadline_ms:
+            # Decide early enough that the RESULT reaches the controller before its deadline.
+            budget = max(request.deadline_ms - DELIVERY_MARGIN_MS, 0)
+        decision.start(0.0, session_id=request.session_id, budget_ms=budget)
         self._n_scores = 0
         self._last_faces = ()
         last_prompt = Prompt.NONE

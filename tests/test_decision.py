@@ -183,3 +183,13 @@ def test_timeout_after_inconclusive_votes_is_not_enough_votes():
     d.on_frame(0, faces=1, score=None, reason=Reason.BLURRY)
     d.on_frame(10, faces=1, score=0.9)
     assert d.on_tick(3000).reason is Reason.NOT_ENOUGH_VOTES
+
+
+def test_controller_budget_shortens_the_session():
+    d = Decision()
+    d.start(0.0, budget_ms=1200)
+    d.on_frame(10, faces=1, score=None, reason=Reason.BLURRY)
+    assert d.on_tick(1199) is None
+    assert d.on_tick(1200).kind is VerdictKind.TIMEOUT
+    d.start(0.0, budget_ms=10_000)  # a budget never lengthens the configured one
+    assert d.on_tick(2000).kind is VerdictKind.NO_FACE

@@ -210,3 +210,10 @@ def test_runtime_shutdown_cancels_current_session():
     rt.run()
     assert len(sink.results) == 1
     assert sink.results[0][1].kind is VerdictKind.FAULT and sink.results[0][1].reason is Reason.SHUTDOWN
+
+
+def test_controller_deadline_bounds_the_session():
+    # no face, 3 s of frames: NO_FACE at the controller's 1 s deadline less the delivery margin
+    out = pipeline(faces=()).run_session(synthetic(90), SessionRequest(session_id=3, deadline_ms=1000))
+    assert out.verdict.kind is VerdictKind.NO_FACE
+    assert out.verdict.elapsed_ms == pytest.approx(700, abs=40)
