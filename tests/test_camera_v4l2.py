@@ -157,3 +157,24 @@ def test_device_access_errors_explain_the_fix(code, message):
     cam = open_camera("v4l2:///dev/video0", opener=opener)
     with pytest.raises(CameraError, match=message):
         cam.open()
+
+
+def test_keep_warm_wipe_between_sessions_is_not_a_freeze(tmp_path):
+    clock = Clock()
+    cam, _ = _cam(write_video(tmp_path / "v.avi", 10, same=True), clock)
+    with cam:
+        cam.read()
+        cam.read()
+        cam.wipe()  # session ended, camera kept open
+        assert cam.is_open and not cam.buffer.any()
+        clock.t += 30.0  # idle until the next trigger; the picture did not change meanwhile
+        f = cam.read()  # must not count the idle time as a frozen camera
+        assert int(f.image.mean() + 0.5) == pytest.approx(100, abs=2)
+
+
+def test_open_failure_inside_with_leaves_it_closed(tmp_path):
+    cam = open_camera("v4l2:///dev/video0", capture_factory=lambda d: cv2.VideoCapture(str(tmp_path / "no.avi")))
+    with pytest.raises(CameraError):
+        with cam:
+            pass
+    assert not cam.is_open
