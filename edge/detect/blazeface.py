@@ -234,14 +234,14 @@ class BlazeFaceDetector:
             )
 
     def wipe(self) -> None:
-        """Zero every buffer that held pixels (input tensor included)."""
-        for buf in (self._resized, self._rgb):
+        """Zero every buffer that held pixels or face geometry (interpreter inputs and outputs included)."""
+        from edge.service.wipe import wipe_interpreter
+
+        for buf in (self._resized, self._rgb, self._scores, self._raw_f, self._mask):
             if buf is not None:
                 buf.fill(0)
         if not self._closed:
-            view = self._interp.tensor(self._in.index)()
-            view.fill(0)
-            del view
+            wipe_interpreter(self._interp)
 
     def close(self) -> None:
         if self._closed:

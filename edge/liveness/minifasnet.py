@@ -94,12 +94,13 @@ class _Model:
         return min(max(p, 0.0), 1.0)
 
     def wipe(self) -> None:
+        """Zero the face crop, the scores and the interpreter's input and output tensors."""
+        from edge.service.wipe import wipe_interpreter
+
         self.crop.fill(0)
         self.probs.fill(0)
         if self.interp is not None:
-            view = self.interp.tensor(self.inp.index)()
-            view.fill(0)
-            del view
+            wipe_interpreter(self.interp)
 
     def close(self) -> None:
         if self.interp is not None:
