@@ -179,6 +179,7 @@ def build_runtime(cfg: Config, *, service: bool = False, shutdown: threading.Eve
             on_idle=kick,
             session_guard=guard_factory,
             wait_s=wait_s,
+            retry_attempts=cfg.camera.retry_attempts,
         )
         if service:
             notify("READY=1", "STATUS=waiting for a trigger")

@@ -296,6 +296,7 @@ class Runtime:
         on_idle: Callable[[], None] | None = None,
         session_guard: Callable[[], object] | None = None,
         wait_s: float = 0.5,
+        retry_attempts: int = 5,
     ):
         self.pipeline = pipeline
         self.camera_factory = camera_factory
@@ -307,6 +308,7 @@ class Runtime:
         self.on_idle = on_idle
         self.session_guard = session_guard
         self.wait_s = wait_s
+        self.retry_attempts = retry_attempts
         self.current: SessionRequest | None = None
         self.sessions = 0
         self._camera: Camera | None = None
@@ -353,7 +355,41 @@ class Runtime:
             log.error("session %d: verdict delivery failed (%s)", request.session_id, type(err).__name__)
         self.sessions += 1
         self.current = None
+        if outcome.verdict.reason in (Reason.CAMERA_LOST, Reason.CAMERA_OPEN_FAILED) and not self.shutdown.is_set():
+            self._recover_camera()
         return outcome
+
+    def _recover_camera(self) -> None:
+        """After a camera fault, reopen it with backoff before the next session, then close it
+        again: the camera stays closed between sessions, but the next trigger finds it working."""
+        from edge.camera.retry import Backoff, reconnect
+
+        if self._camera is not None:
+            self._camera.close()
+            self._camera = None
+
+        def sleep(delay_s: float) -> None:
+            # Wait in slices so the watchdog keeps being fed and SIGTERM is honoured at once.
+            end = time.monotonic() + delay_s
+            while not self.shutdown.is_set():
+                left = end - time.monotonic()
+                if left <= 0:
+                    return
+                if self.on_idle is not None:
+                    self.on_idle()
+                self.shutdown.wait(min(left, self.wait_s))
+            raise CameraError("shutting down")
+
+        try:
+            camera = reconnect(self.camera_factory, Backoff(attempts=self.retry_attempts), sleep=sleep)
+        except CameraError as err:
+            log.error("camera still unavailable: %s; the next session will report FAULT", err)
+            return
+        if self.keep_warm:
+            self._camera = camera
+        else:
+            camera.close()
+        log.info("camera recovered")
 
 
 class _Scorer:

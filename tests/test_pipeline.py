@@ -217,3 +217,24 @@ def test_controller_deadline_bounds_the_session():
     out = pipeline(faces=()).run_session(synthetic(90), SessionRequest(session_id=3, deadline_ms=1000))
     assert out.verdict.kind is VerdictKind.NO_FACE
     assert out.verdict.elapsed_ms == pytest.approx(700, abs=40)
+
+
+def test_runtime_reopens_a_lost_camera_with_backoff_before_the_next_session(monkeypatch):
+    from edge.camera import retry
+
+    made = []
+
+    def factory():
+        # the first camera dies mid-session, the next open fails once, then the device is back
+        n = len(made)
+        cam = synthetic(60, fail_after=2) if n == 0 else (BrokenCamera() if n == 1 else synthetic(60))
+        made.append(cam)
+        return cam
+
+    sink = RecordingSink()
+    rt = Runtime(pipeline(faces=()), factory, CountingTrigger(1), sink, wait_s=0.01, retry_attempts=3)
+    monkeypatch.setattr(retry.Backoff, "delays", lambda self, rand=None: iter([0.01] * 5))
+    rt.run()
+    assert sink.results[0][1].reason is Reason.CAMERA_LOST
+    assert len(made) == 3  # lost, one failed reopen, one good reopen
+    assert made[1].closed == 1 and not made[2].is_open  # probed, then released again
