@@ -10,7 +10,6 @@ import json
 import os
 import sys
 
-import pytest
 
 from camera_fakes import fake_picamera2_module
 from edge.camera import cli, v4l2_info as v

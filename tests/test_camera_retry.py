@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge.camera import Backoff, open_camera, open_with_retry, reconnect
+from edge.camera import Backoff, open_with_retry, reconnect
 from edge.errors import CameraError, ConfigError
 
 

@@ -27,7 +27,6 @@ import time
 from typing import Any, Callable
 
 import cv2
-import numpy as np
 
 from edge.camera._common import BufferedCamera, ContentProbe, FreezeGuard
 from edge.errors import CameraError, CameraLost

@@ -15,7 +15,7 @@ import fcntl
 import glob
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 # --- ioctl numbers (asm-generic/ioctl.h) ---------------------------------------------------------
