@@ -78,3 +78,10 @@ def test_bad_specs_name_key_part_and_form(spec, value, expected_part):
     assert err.value == value
     assert expected_part in err.expected
     assert "config key 'camera.source'" in str(err) and repr(value) in str(err)
+
+
+def test_loss_tuning_overrides_fit_every_scheme(tmp_path):
+    for spec in (f"image://{tmp_path}/a.png", f"images://{tmp_path}", f"video://{tmp_path}/a.avi",
+                 "synthetic://", "v4l2://0", "picamera2://0"):
+        open_camera(spec, max_repeats=30, stall_s=0.5)  # no TypeError for any backend
+    assert open_camera("v4l2://0", max_repeats=30, stall_s=0.5)._content_guard.max_repeats == 30

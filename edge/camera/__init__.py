@@ -16,6 +16,8 @@ from typing import Any
 from edge.camera.base import Camera
 from edge.camera.spec import CameraSpec, parse_spec
 
+_LOSS_KEYS = frozenset({"max_repeats", "stall_s"})
+
 __all__ = ["Camera", "CameraSpec", "open_camera", "parse_spec", "open_with_retry", "reconnect", "Backoff"]
 
 
@@ -29,6 +31,12 @@ def open_camera(spec: str, **overrides: Any) -> Camera:
     parsed = parse_spec(spec)
     o = dict(parsed.options)
     s = parsed.scheme
+    # Loss tuning (camera.freeze_frames / camera.freeze_s) applies to live cameras; files cannot
+    # freeze and synthetic:// counts frames only, so the same overrides work for every spec.
+    if s in ("image", "images", "video"):
+        overrides = {k: v for k, v in overrides.items() if k not in _LOSS_KEYS}
+    elif s == "synthetic":
+        overrides = {k: v for k, v in overrides.items() if k != "stall_s"}
     if s == "image":
         from edge.camera.files import ImageCamera
 
