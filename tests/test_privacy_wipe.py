@@ -56,10 +56,10 @@ def test_every_buffer_is_zero_after_a_session(models_env, variant):
         assert out.verdict.frames_used > 0  # frames really went through every stage
         det, liv = pipeline.detector, pipeline.liveness
         assert cam.lent and is_zeroed(*cam.lent), "camera frame buffer"
-        assert is_zeroed(det._resized, det._rgb, det._scores, det._mask, det._raw_f), "detector buffers"
+        assert is_zeroed(det._resized, det._rgb, det._mapped, det._scores, det._mask, det._raw_f), "detector buffers"
         assert is_zeroed(*_interp_tensors(det._interp)), "detector tensors"
         for m in liv._models:
-            assert is_zeroed(m.crop, m.probs), f"{m.spec.name} crop/scores"
+            assert is_zeroed(m.crop, m.mapped, m.probs), f"{m.spec.name} crop/scores"
             assert is_zeroed(*_interp_tensors(m.interp)), f"{m.spec.name} tensors"
         gate_buffers = [v for v in vars(pipeline.gate).values() if isinstance(v, np.ndarray)]
         assert gate_buffers and is_zeroed(*gate_buffers), "quality gate buffers"

@@ -107,6 +107,7 @@ class BlazeFaceDetector:
         self._geometry: tuple | None = None  # (src shape, resize size, pads) cached per frame size
         self._resized: np.ndarray | None = None
         self._rgb: np.ndarray | None = None
+        self._mapped: np.ndarray | None = None
         self._closed = False
 
     @staticmethod
@@ -134,6 +135,7 @@ class BlazeFaceDetector:
         left, top = (size - nw) // 2, (size - nh) // 2
         self._resized = np.empty((nh, nw, 3), dtype=np.uint8)
         self._rgb = np.empty((nh, nw, 3), dtype=np.uint8)
+        self._mapped = np.empty((nh, nw, 3), dtype=self._lut.dtype)
         # Letterbox removal: normalised model coordinates -> source pixels.
         sx, sy = w / (nw / size), h / (nh / size)
         ox, oy = left / size, top / size
@@ -145,10 +147,14 @@ class BlazeFaceDetector:
         (_, (nw, nh), (left, top), _) = self._prepare(image.shape[0], image.shape[1])
         cv2.resize(image, (nw, nh), dst=self._resized, interpolation=cv2.INTER_AREA)
         cv2.cvtColor(self._resized, cv2.COLOR_BGR2RGB, dst=self._rgb)
+        # Normalise (or quantize) through the 256-entry table in one pass; cv2.LUT writes into
+        # the preallocated buffer (np.take would allocate an index array per frame).
+        cv2.LUT(self._rgb, self._lut, dst=self._mapped)
         view = self._interp.tensor(self._in.index)()
         try:
             view.fill(self._lut[0])  # black bars, as MediaPipe pads
-            np.take(self._lut, self._rgb, out=view[0, top : top + nh, left : left + nw, :], mode="clip")
+            # The one copy into the tensor: the letterboxed region is a strided view of it.
+            np.copyto(view[0, top : top + nh, left : left + nw, :], self._mapped)
         finally:
             # invoke() refuses to run while a view of an input tensor is alive.
             del view
@@ -237,7 +243,7 @@ class BlazeFaceDetector:
         """Zero every buffer that held pixels or face geometry (interpreter inputs and outputs included)."""
         from edge.service.wipe import wipe_interpreter
 
-        for buf in (self._resized, self._rgb, self._scores, self._raw_f, self._mask):
+        for buf in (self._resized, self._rgb, self._mapped, self._scores, self._raw_f, self._mask):
             if buf is not None:
                 buf.fill(0)
         if not self._closed:

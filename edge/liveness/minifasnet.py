@@ -66,6 +66,7 @@ class _Model:
         else:
             self.lut = values.astype(self.inp.dtype)
         self.crop = np.empty((spec.input_height, spec.input_width, 3), dtype=np.uint8)
+        self.mapped = np.empty(self.crop.shape, dtype=self.lut.dtype)
         self.swap = spec.colour.upper() == "RGB"
         self.probs = np.empty(n_classes, dtype=np.float32)
 
@@ -73,9 +74,12 @@ class _Model:
         crop_face(image, face, self.spec.crop_scale, self.crop)
         if self.swap:
             cv2.cvtColor(self.crop, cv2.COLOR_BGR2RGB, dst=self.crop)
+        # Normalise (or quantize) through the table into a preallocated buffer, then the one
+        # copy into the input tensor (np.take would allocate an index array per frame).
+        cv2.LUT(self.crop, self.lut, dst=self.mapped)
         view = self.interp.tensor(self.inp.index)()
         try:
-            np.take(self.lut, self.crop, out=view[0], mode="clip")
+            np.copyto(view[0], self.mapped)
         finally:
             del view  # invoke() refuses to run while an input view is alive
         self.interp.invoke()
@@ -98,6 +102,7 @@ class _Model:
         from edge.service.wipe import wipe_interpreter
 
         self.crop.fill(0)
+        self.mapped.fill(0)
         self.probs.fill(0)
         if self.interp is not None:
             wipe_interpreter(self.interp)
