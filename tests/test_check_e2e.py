@@ -89,3 +89,19 @@ def test_check_table_and_missing_path(built_models_dir, tmp_path):
     assert "verdict" in r.stdout and "astronaut.avi" in r.stdout and "total:" in r.stdout
     r = edge("check", str(tmp_path / "nope.jpg"), env=env)
     assert r.returncode == 2 and "an existing file or folder" in r.stderr
+
+
+@needs_shared
+def test_edge_eval_on_the_dev_set(built_models_dir):
+    """`edge eval` on the real pipeline: the table in human form and the figures in JSON."""
+    env = dict(os.environ, EDGE_MODELS_DIR=str(built_models_dir))
+    manifest = str(FAS / "manifest.csv")
+    r = edge("eval", str(FAS), "--manifest", manifest, "--json", "--quiet", env=env)
+    assert r.returncode == 0, r.stderr
+    overall = json.loads(r.stdout)["overall"]
+    assert overall["counts"]
+    assert overall["auc"] >= 0.99 and overall["eer"]["eer"] <= 0.05
+    r = edge("eval", str(FAS), "--manifest", manifest, "--quiet", env=env)
+    assert r.returncode == 0, r.stderr
+    for heading in ("APCER", "BPCER", "ACER", "EER", "AUC", "BPCER @ APCER <= 5%", "APCER @ BPCER <= 5%"):
+        assert heading in r.stdout
