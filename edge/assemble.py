@@ -163,7 +163,10 @@ def build_runtime(cfg: Config, *, service: bool = False, shutdown: threading.Eve
             watchdog.start()
             stack.callback(watchdog.stop)
         kick = watchdog.kick if watchdog is not None and watchdog.enabled else None
-        open_camera(cfg.camera.source)  # parse the spec now: a typo fails at start-up, not at the first session
+        def camera_factory():
+            return open_camera(cfg.camera.source, max_repeats=cfg.camera.freeze_frames, stall_s=cfg.camera.freeze_s)
+
+        camera_factory()  # parse the spec now: a typo fails at start-up, not at the first session
         pipeline = stack.enter_context(build_pipeline(cfg, on_progress=kick))
         trigger, sink = open_bridge(bridge_config(cfg))
         stack.callback(trigger.close)
@@ -171,7 +174,7 @@ def build_runtime(cfg: Config, *, service: bool = False, shutdown: threading.Eve
         wait_s = watchdog.max_block_s(0.5) if watchdog is not None else 0.5
         runtime = Runtime(
             pipeline,
-            lambda: open_camera(cfg.camera.source),
+            camera_factory,
             trigger,
             sink,
             keep_warm=cfg.camera.keep_warm,

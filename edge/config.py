@@ -84,6 +84,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "read_timeout_s": Float(1.0, "a read that takes longer is a lost camera (FAULT)", 0.05, 10.0),
         "keep_warm": Bool(False, "keep the camera open between sessions (continuous gate mode only)"),
         "retry_attempts": Int(5, "attempts to reopen a lost camera before the next session", 1, 100),
+        "freeze_frames": Int(15, "identical frames in a row that count as a frozen camera (FAULT)", 1, 300),
+        "freeze_s": Float(0.9, "seconds without a new frame that count as a frozen camera (FAULT)", 0.1, 10.0),
     },
     "models": {
         "dir": Str("", "folder with the manifests and build/ (default: the repository's models/)"),
@@ -144,6 +146,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "heartbeat_interval_s": Float(1.0, "heartbeat period", 0.05, 60.0),
         "heartbeat_timeout_s": Float(3.0, "controller silence after which the link is lost", 0.1, 600.0),
         "result_retry_ms": Int(200, "RESULT is repeated at this period until ACKed", 10, 10000),
+        "result_timeout_ms": Int(3000, "how long RESULT is repeated when START carried no deadline", 100, 60000),
     },
     "relay": {
         "enabled": Bool(False, "drive a door relay on PASS from this board's GPIO"),

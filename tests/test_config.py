@@ -23,7 +23,7 @@ def test_defaults_load_and_roundtrip_as_toml(tmp_path):
         ({"decision": {"window": "5"}}, "config key 'decision.window': got '5'; expected an integer in [1, 100]"),
         ({"decision": {"threshold": 1.5}}, "config key 'decision.threshold': got 1.5; expected a number in [0.0, 1.0]"),
         ({"decision": {"threshold": True}}, "config key 'decision.threshold': got True; expected a number in [0.0, 1.0]"),
-        ({"camera": {"sourc": "x"}}, "config key 'camera.sourc': got 'x'; expected a known key ([camera] takes: keep_warm, read_timeout_s, retry_attempts, source)"),
+        ({"camera": {"sourc": "x"}}, "config key 'camera.sourc': got 'x'; expected a known key ([camera] takes: freeze_frames, freeze_s, keep_warm, read_timeout_s, retry_attempts, source)"),
         ({"cam": {}}, "config key 'cam': got {}; expected a known section: [camera]"),
         ({"decision": {"pass_votes": 9}}, "config key 'decision.pass_votes': got 9; expected at most decision.window (5)"),
         ({"decision": {"no_face_ms": 5000}}, "config key 'decision.no_face_ms': got 5000; expected at most decision.timeout_ms (3000)"),
