@@ -2,10 +2,9 @@
 #
 # This one file runs unchanged under CPython (the runtime, the simulator, the
 # tests) and MicroPython (the reference firmware). That rules out dataclasses,
-# enum, typing and annotations; keep it that way. A byte-identical copy lives
-# in edge/bridge/protocol.py (the edge wheel ships only the edge package) and
-# a test fails if the two ever differ: edit firmware_bridge/protocol.py, then
-# copy it over.
+# enum, typing and annotations; keep it that way. The runtime imports this very
+# module (edge.bridge uses firmware_bridge.protocol; the wheel ships both
+# packages), so the two ends cannot drift apart.
 #
 # Wire format (see PROTOCOL.md for the full story and worked examples):
 #

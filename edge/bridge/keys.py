@@ -21,7 +21,7 @@ import os
 import stat
 from pathlib import Path
 
-from edge.bridge import protocol
+from firmware_bridge import protocol
 from edge.errors import KeyFileError
 
 log = logging.getLogger(__name__)

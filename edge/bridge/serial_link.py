@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Callable
 
-from edge.bridge import protocol as P
+from firmware_bridge import protocol as P
 from edge.bridge.base import SessionRequest
 from edge.errors import BridgeError
 from edge.types import Prompt, Reason, Verdict
