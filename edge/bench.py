@@ -84,7 +84,8 @@ def write_clip(path: Path, images: list[Path], hold: int, total: int) -> int:
     """MJPG .avi at 30 fps, each image held ``hold`` frames, ``total`` frames in all (cycling)."""
     import cv2
 
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (W, H))
+    # persistence-ok: benchmark input from the development set, in a temp dir deleted after the run
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (W, H))  # persistence-ok
     if not writer.isOpened():
         raise RuntimeError("this OpenCV cannot write MJPG .avi")
     frames = [_letterbox(cv2.imread(str(p), cv2.IMREAD_COLOR)) for p in images]

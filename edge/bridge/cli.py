@@ -41,7 +41,7 @@ def cmd_keygen(args) -> int:
     except OSError as err:
         print(f"edge bridge keygen: cannot create {args.path}: {err.strerror}", file=sys.stderr)
         return 2
-    with os.fdopen(fd, "w") as f:
+    with os.fdopen(fd, "w") as f:  # persistence-ok: the HMAC key at set-up (edge bridge keygen), never session data
         os.fchmod(f.fileno(), 0o600)  # whatever the umask said
         f.write(key.hex() + "\n")
     print(f"wrote {args.path} (mode 0600), fingerprint {key_fingerprint(key)}; copy it to the controller as key.hex")

@@ -68,7 +68,7 @@ def _atomic_write(dest: Path, data: bytes) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # persistence-ok: model files at set-up, never session data
             f.write(data)
         os.replace(tmp, dest)
     except BaseException:
@@ -180,7 +180,7 @@ def download(
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     h = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb") as f:  # persistence-ok: model download at set-up, never session data
             try:
                 with opener(url, timeout=timeout) as resp:  # type: ignore[attr-defined]
                     for chunk in iter(lambda: resp.read(_CHUNK), b""):

@@ -22,7 +22,7 @@ What stays allowed while armed:
 - AF_UNIX datagrams and connections (sd_notify, journald), abstract AF_UNIX
   binds, netlink (udev), and loopback addresses.
 
-Limits: C code that calls the libc directly (cv2.imwrite, LiteRT) raises no
+Limits: C code that calls the libc directly (cv2.imwrite, LiteRT) raises no  # persistence-ok: the guard refusing writes
 audit event. The guard wraps OpenCV's file writers so they do, and the unit's
 ProtectSystem=strict with no writable directory is the backstop below it.
 Likewise ``sock.connect(("host.name", port))`` resolves the name in C before
@@ -166,8 +166,8 @@ class PrivacyGuard:
             "shutil.unpack_archive": lambda a: (COPY, _target(a[0])),
             "shutil.chown": lambda a: (FS, _target(a[0])),
             "sqlite3.connect": lambda a: None if a[0] in (":memory:", "", b":memory:") else (FILE, _target(a[0])),
-            "cv2.imwrite": lambda a: (FILE, _target(a[0])),
-            "cv2.VideoWriter": lambda a: (FILE, _target(a[0])),
+            "cv2.imwrite": lambda a: (FILE, _target(a[0])),  # persistence-ok: the guard refusing writes
+            "cv2.VideoWriter": lambda a: (FILE, _target(a[0])),  # persistence-ok: the guard refusing writes
             "socket.connect": lambda a: None if _socket_allowed(a[0], a[1], binding=False) else (NETWORK, _target(a[1])),
             "socket.sendto": lambda a: None if _socket_allowed(a[0], a[1], binding=False) else (NETWORK, _target(a[1])),
             "socket.sendmsg": lambda a: None if _socket_allowed(a[0], a[1], binding=False) else (NETWORK, _target(a[1])),
@@ -322,14 +322,14 @@ _WRAPPED_ATTR = "__edge_audited__"
 def _audit_opencv_writers() -> None:
     """Make OpenCV's C-level file writers raise audit events the hook can refuse.
 
-    cv2.imwrite/imwritemulti/VideoWriter write through libc and are invisible
+    cv2.imwrite/imwritemulti/VideoWriter write through libc and are invisible  # persistence-ok: the guard refusing writes
     to PEP 578. Only patched if cv2 is already imported: we never import it.
     """
     cv2 = sys.modules.get("cv2")
     if cv2 is None:
         return
-    for name, event in (("imwrite", "cv2.imwrite"), ("imwritemulti", "cv2.imwrite"),
-                        ("VideoWriter", "cv2.VideoWriter")):
+    for name, event in (("imwrite", "cv2.imwrite"), ("imwritemulti", "cv2.imwrite"),  # persistence-ok: the guard refusing writes
+                        ("VideoWriter", "cv2.VideoWriter")):  # persistence-ok: the guard refusing writes
         original = getattr(cv2, name, None)
         if original is None or getattr(original, _WRAPPED_ATTR, False):
             continue
