@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge.config import Config
 from edge.decision import DecisionConfig
-from edge.errors import ConfigError
+from edge.errors import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,31 @@ def decision_config(cfg: Config) -> DecisionConfig:
     )
 
 
+def model_path(cfg: Config, name: str) -> Path:
+    """The verified file to load for model ``name``.
+
+    On the CPU that is the manifest's artifact for ``models.variant``. On a Coral it is the
+    int8 artifact compiled by Coral's ``edgetpu_compiler`` (``<stem>_edgetpu.tflite`` beside
+    it): a plain int8 file would load and run on the CPU, a silent fallback a gate must not have.
+    """
+    from edge.errors import ModelMissingError
+    from edge.models import registry
+
+    if cfg.models.accelerator != "edgetpu":
+        return registry.artifact_path(name, cfg.models.variant)
+    source = registry.artifact_path(name, "int8")  # the compiler's input, checked against its manifest
+    compiled = source.with_name(source.stem + "_edgetpu.tflite")
+    if not compiled.is_file():
+        raise ModelMissingError(
+            f"model {name} is not compiled for the Edge TPU: {compiled} is missing. "
+            f"Compile it with Coral's compiler: edgetpu_compiler -o {source.parent} {source}"
+        )
+    if b"edgetpu-custom-op" not in compiled.read_bytes():
+        raise ModelError(f"{compiled} holds no Edge TPU op: recompile it with edgetpu_compiler -o {source.parent} {source}")
+    log.warning("%s: compiled on this device by edgetpu_compiler; its int8 source is verified, its own hash is not pinned", compiled)
+    return compiled
+
+
 def liveness_specs(cfg: Config):
     from edge.liveness.minifasnet import LivenessModelSpec
     from edge.models import registry
@@ -51,7 +76,7 @@ def liveness_specs(cfg: Config):
         specs.append(
             LivenessModelSpec(
                 name=name,
-                path=registry.artifact_path(name, cfg.models.variant),
+                path=model_path(cfg, name),
                 crop_scale=float(m.input.crop_scale),
                 input_width=m.input.width,
                 input_height=m.input.height,
@@ -88,7 +113,7 @@ def build_pipeline(cfg: Config, *, on_progress=None):
     if det_manifest.kind != "detector":
         raise ConfigError("models.detector", cfg.models.detector, f"a detector model (manifest says {det_manifest.kind!r})")
     detector = BlazeFaceDetector(
-        registry.artifact_path(cfg.models.detector, cfg.models.variant),
+        model_path(cfg, cfg.models.detector),
         BlazeFaceOptions(
             min_score=cfg.detector.min_score,
             iou_threshold=cfg.detector.iou_threshold,

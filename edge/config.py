@@ -252,6 +252,10 @@ def _check_relations(s: dict, source: str | None) -> None:
         )
     if q.min_brightness >= q.max_brightness:
         raise ConfigError("quality.min_brightness", q.min_brightness, f"less than quality.max_brightness ({q.max_brightness})", source=source)
+    if s["models"].accelerator == "edgetpu" and s["models"].variant != "int8":
+        raise ConfigError(
+            "models.variant", s["models"].variant, "'int8' with models.accelerator = 'edgetpu' (the Edge TPU runs full-int8 models only)", source=source
+        )
     if not s["models"].liveness:
         raise ConfigError("models.liveness", [], "at least one liveness model name", source=source)
     if s["trigger"].kind == "serial" and not s["serial"].port:

@@ -99,3 +99,18 @@ def test_cli_config_check(tmp_path):
 def test_cli_version():
     r = _edge("--version")
     assert r.returncode == 0 and r.stdout.startswith("edge ")
+
+
+def test_edgetpu_needs_int8():
+    with pytest.raises(ConfigError, match="'int8' with models.accelerator = 'edgetpu'"):
+        config.from_dict({"models": {"accelerator": "edgetpu"}})
+    assert config.from_dict({"models": {"accelerator": "edgetpu", "variant": "int8"}}).models.variant == "int8"
+
+
+def test_edgetpu_without_compiled_models_says_how_to_compile(models_env):
+    from edge.assemble import build_pipeline
+    from edge.errors import ModelMissingError
+
+    cfg = config.from_dict({"models": {"accelerator": "edgetpu", "variant": "int8"}})
+    with pytest.raises(ModelMissingError, match=r"not compiled for the Edge TPU: .*_edgetpu\.tflite is missing\. Compile it with Coral's compiler: edgetpu_compiler -o "):
+        build_pipeline(cfg)
