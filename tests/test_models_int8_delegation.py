@@ -2,18 +2,25 @@
 
 An op XNNPACK does not take in int8 falls back to TFLite's reference kernel and splits the graph; on this
 x86 box that made int8 MiniFASNet ~5x slower than float (PRELU: 34 partitions). Only the input QUANTIZE
-(uint8 -> int8) and the final SOFTMAX may stay outside, at the graph's edges.
+(uint8 -> int8) and the final SOFTMAX may stay outside, at the graph's edges. BlazeFace's RELUs can be
+fused into their ADD/CONV_2D (opt-in, see blazeface_int8.build_int8).
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from test_models_minifasnet import reference_forward, synthetic_state_dict
 
+from edge.models import blazeface_int8 as b8
 from edge.models.golden import run_model
 from edge.models.minifasnet import _build_graph, _equalize, _np_forward, quantize_minifasnet
 from edge.models.tflite_writer import schema
+
+REPO = Path(__file__).resolve().parents[1]
 
 EDGE_OPS = {"QUANTIZE", "SOFTMAX"}
 
@@ -84,3 +91,35 @@ def test_minifasnet_equalization_is_exact_and_boosts_channels():
     b = _np_forward(eq, crops[:2])
     np.testing.assert_allclose(b, a, rtol=0, atol=1e-9)
 
+
+def _upstream_blazeface() -> bytes:
+    sha = "3bc182eb9f33925d9e58b5c8d59308a760f4adea8f282370e428c51212c26633"  # models/blazeface_short.toml
+    for p in (REPO / "models" / "cache" / "face_detection_short_range.tflite",
+              REPO / "models" / "build" / "blazeface_short.float32.tflite"):
+        if p.is_file() and hashlib.sha256(p.read_bytes()).hexdigest() == sha:
+            return p.read_bytes()
+    pytest.skip("upstream BlazeFace not present (run: edge models fetch)")
+
+
+def test_blazeface_fused_relus_are_exact_and_one_partition():
+    from ai_edge_litert import interpreter as litert
+
+    folded = b8.float_model(_upstream_blazeface())
+    fused, n = b8.fuse_relu(folded)
+    assert n == 17 and "RELU" not in _op_names(fused)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32)
+    outs = []
+    for data in (folded, fused):
+        it = litert.Interpreter(model_content=data, num_threads=1)
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+        outs.append([it.get_tensor(o["index"]).copy() for o in it.get_output_details()])
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+    inputs = [np.random.default_rng(i).uniform(-1, 1, (1, 128, 128, 3)).astype(np.float32) for i in range(3)]
+    plain = b8.quantize(folded, b8.calibrate(folded, inputs).ranges, clamp=b8.head_clamps(folded))
+    q = b8.quantize(fused, b8.calibrate(fused, inputs).ranges, clamp=b8.head_clamps(fused))
+    assert _partitions(plain)[0] > 1  # each int8 RELU cuts the graph
+    parts, outside = _partitions(q)
+    assert parts == 1 and outside == [], (parts, outside)
