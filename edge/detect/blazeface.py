@@ -174,18 +174,6 @@ class BlazeFaceDetector:
             reg = self._raw_f
         return reg, cls
 
-    def raw(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Run the model; return copies of (regressors (896, 16), logits (896,)) as float (for tests and tools)."""
-        self._check_image(image)
-        self._fill_input(image)
-        self._interp.invoke()
-        reg_view, cls_view = self._interp.tensor(self._reg.index)(), self._interp.tensor(self._cls.index)()
-        try:
-            reg, cls = self._outputs(reg_view, cls_view)
-            return reg.copy(), cls.copy()  # copies: the views die before the next invoke()
-        finally:
-            del reg_view, cls_view
-
     def detect(self, image: np.ndarray) -> tuple[FaceBox, ...]:
         self._check_image(image)
         self._fill_input(image)
