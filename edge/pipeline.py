@@ -355,7 +355,9 @@ class Runtime:
             log.error("session %d: verdict delivery failed (%s)", request.session_id, type(err).__name__)
         self.sessions += 1
         self.current = None
-        if outcome.verdict.reason in (Reason.CAMERA_LOST, Reason.CAMERA_OPEN_FAILED) and not self.shutdown.is_set():
+        camera_fault = outcome.verdict.reason in (Reason.CAMERA_LOST, Reason.CAMERA_OPEN_FAILED)
+        # No next session (shutting down, or the trigger has given its last one): nothing to recover for.
+        if camera_fault and not self.shutdown.is_set() and not getattr(self.trigger, "exhausted", False):
             self._recover_camera()
         return outcome
 
