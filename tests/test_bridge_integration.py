@@ -35,7 +35,8 @@ HB_TIMEOUT_MS = 1000
 class Pair:
     """One `edge run` and one simulator, each on its own end of a PtyLink."""
 
-    def __init__(self, tmp: Path, models: Path, source: str, toml_extra: str = "", sim_args=(), sessions=1):
+    def __init__(self, tmp: Path, models: Path, source: str, toml_extra: str = "", sim_args=(), sessions=1,
+                 run_args=()):
         self.tmp = tmp
         key = tmp / "bridge.key"
         key.write_text(KEY_HEX + "\n")
@@ -58,7 +59,7 @@ result_retry_ms = 100
 """
         )
         env = dict(os.environ, EDGE_MODELS_DIR=str(models), PYTHONPATH=str(REPO))
-        self.runtime = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)],
+        self.runtime = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg), *run_args],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
         self.sim = subprocess.Popen(
             [sys.executable, "-m", "firmware_bridge.sim", "--port", self.link.paths[0], "--key-file", str(key),
@@ -174,6 +175,16 @@ def test_session_verdict_reaches_controller(tmp_path, built_models_dir, verdict)
 def test_pass_session_pulses_the_relay(tmp_path, built_models_dir):
     pair = Pair(tmp_path, built_models_dir, f"image://{LIVE_FACE}").finish()
     _check_session(pair, "PASS", "LIVE_CONFIRMED")
+
+
+@pytest.mark.skipif(not LIVE_FACE.is_file(), reason=f"no live face image in ../shared ({LIVE_FACE})")
+def test_service_mode_over_serial(tmp_path, built_models_dir):
+    """The production path: --service (privacy guard armed during the session, no core dumps,
+    mlock where permitted) with the controller on the serial link. Nothing is refused, and the
+    PASS still reaches the controller and pulses its relay."""
+    pair = Pair(tmp_path, built_models_dir, f"image://{LIVE_FACE}", run_args=("--service",)).finish()
+    _check_session(pair, "PASS", "LIVE_CONFIRMED")
+    assert "privacy guard refused" not in pair.rt_err, pair.runtime_log()
 
 
 def test_runtime_killed_mid_session_controller_faults_relay_off(tmp_path, built_models_dir):
