@@ -324,11 +324,28 @@ class Runtime:
                         break
                     continue
                 self.run_one(request)
+        except BaseException as err:
+            # The loop itself broke: tell the controller now rather than after its heartbeat timeout.
+            log.error("main loop failed (%s); telling the controller FAULT", type(err).__name__)
+            self._fault(Reason.INTERNAL_ERROR)
+            raise
+        else:
+            if self.shutdown.is_set():
+                self._fault(Reason.SHUTDOWN)
         finally:
             if self._camera is not None:
                 self._camera.close()
                 self._camera = None
         return 0
+
+    def _fault(self, reason: Reason) -> None:
+        fault = getattr(self.sink, "fault", None)  # sinks with a controller behind them have one
+        if fault is None:
+            return
+        try:
+            fault(reason)
+        except Exception as err:
+            log.error("FAULT could not be delivered (%s)", type(err).__name__)
 
     def run_one(self, request: SessionRequest) -> SessionOutcome:
         self.current = request

@@ -238,3 +238,34 @@ def test_runtime_reopens_a_lost_camera_with_backoff_before_the_next_session(monk
     assert sink.results[0][1].reason is Reason.CAMERA_LOST
     assert len(made) == 3  # lost, one failed reopen, one good reopen
     assert made[1].closed == 1 and not made[2].is_open  # probed, then released again
+
+
+class FaultSink(RecordingSink):
+    def __init__(self):
+        super().__init__()
+        self.faults = []
+
+    def fault(self, reason, detail="", session_id=0):
+        self.faults.append(reason)
+
+
+def test_runtime_tells_the_controller_on_shutdown_and_on_a_broken_loop():
+    shutdown = threading.Event()
+    sink = FaultSink()
+
+    class T(CountingTrigger):
+        def wait(self, timeout_s):
+            shutdown.set()
+            return None
+
+    Runtime(pipeline(), lambda: synthetic(60), T(1), sink, shutdown=shutdown).run()
+    assert sink.faults == [Reason.SHUTDOWN]
+
+    class Broken(CountingTrigger):
+        def wait(self, timeout_s):
+            raise OSError("serial port vanished")
+
+    sink = FaultSink()
+    with pytest.raises(OSError):
+        Runtime(pipeline(), lambda: synthetic(60), Broken(1), sink).run()
+    assert sink.faults == [Reason.INTERNAL_ERROR]
