@@ -90,14 +90,11 @@ def liveness_specs(cfg: Config):
 
 
 def build_gate(cfg: Config):
-    q = cfg.quality
-    if not q.enabled:
-        from edge.pipeline import SimpleGate
-
-        return SimpleGate(q.second_face_min_score, q.second_face_min_ratio)
+    from edge.pipeline import SimpleGate
     from edge.quality import QualityConfig, QualityGate
 
-    return QualityGate(QualityConfig.from_config(q))
+    q = QualityConfig.from_config(cfg.quality)
+    return QualityGate(q) if cfg.quality.enabled else SimpleGate(q)
 
 
 def build_pipeline(cfg: Config, *, on_progress=None):

@@ -26,6 +26,7 @@ from edge.decision import Decision, DecisionConfig
 from edge.detect.base import FaceDetector
 from edge.errors import CameraError, CameraLost, EndOfStream, ModelError
 from edge.liveness.base import LivenessModel
+from edge.quality import QualityConfig, QualityMeasures, QualityResult, count_faces
 from edge.types import FaceBox, Prompt, Reason, Verdict, VerdictKind
 
 log = logging.getLogger(__name__)
@@ -34,46 +35,24 @@ log = logging.getLogger(__name__)
 DELIVERY_MARGIN_MS = 300
 
 
-@dataclass(frozen=True)
-class GateResult:
-    ok: bool
-    reason: Reason
-    prompt: Prompt
-    face: FaceBox | None  # the face that may vote (the main face), if any
-
-
 class SimpleGate:
-    """Minimal quality gate: exactly one confident face. The full gate is :mod:`edge.quality`."""
+    """Minimal quality gate: exactly one confident face, judged by the full gate's own rule
+    (:func:`edge.quality.count_faces`); no size, pose, blur or exposure checks."""
 
-    def __init__(self, second_face_min_score: float = 0.75, second_face_min_ratio: float = 0.5):
-        self.second_face_min_score = second_face_min_score
-        self.second_face_min_ratio = second_face_min_ratio
+    def __init__(self, config: QualityConfig | None = None):
+        self.config = config or QualityConfig()
 
-    def assess(self, image: np.ndarray, faces: tuple[FaceBox, ...]) -> GateResult:
-        if not faces:
-            return GateResult(False, Reason.NO_FACE_FOUND, Prompt.LOOK_AT_CAMERA, None)
-        main = main_face(faces)
-        if count_people(faces, main, self.second_face_min_score, self.second_face_min_ratio) > 1:
-            return GateResult(False, Reason.MULTIPLE_FACES, Prompt.ONE_PERSON_ONLY, main)
-        return GateResult(True, Reason.NONE, Prompt.HOLD_STILL, main)
+    def assess(self, image: np.ndarray, faces: tuple[FaceBox, ...]) -> QualityResult:
+        main, n = count_faces(faces, self.config)
+        measures = QualityMeasures(faces=n)
+        if main is None:
+            return QualityResult(False, Reason.NO_FACE_FOUND, Prompt.LOOK_AT_CAMERA, measures)
+        if n > 1:
+            return QualityResult(False, Reason.MULTIPLE_FACES, Prompt.ONE_PERSON_ONLY, measures, face=main)
+        return QualityResult(True, Reason.NONE, Prompt.HOLD_STILL, measures, face=main)
 
     def wipe(self) -> None:
         pass
-
-
-def main_face(faces: tuple[FaceBox, ...]) -> FaceBox:
-    """The face a session is about: the largest (nearest the camera)."""
-    return max(faces, key=lambda f: f.area)
-
-
-def count_people(faces, main: FaceBox, min_score: float, min_ratio: float) -> int:
-    """Faces that plausibly are another person: confident and not tiny next to the main face.
-
-    Weak, small detections beside a face (the back of a head, a poster far
-    behind) are common false positives; they must not block a session, but a
-    second real face in front of the camera must (it is a reason code, never a guess).
-    """
-    return 1 + sum(1 for f in faces if f is not main and f.score >= min_score and f.w >= min_ratio * main.w)
 
 
 @dataclass(frozen=True)

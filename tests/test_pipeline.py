@@ -11,7 +11,8 @@ from edge.decision import DecisionConfig
 from edge.detect import StaticDetector
 from edge.errors import CameraError, ModelError
 from edge.liveness import ScriptedLiveness
-from edge.pipeline import Pipeline, Runtime, SimpleGate, count_people, main_face
+from edge.pipeline import Pipeline, Runtime, SimpleGate
+from edge.quality import QualityConfig, count_faces
 from edge.types import FaceBox, Prompt, Reason, VerdictKind
 
 FACE = FaceBox(250, 150, 150, 150, 0.95)
@@ -157,9 +158,10 @@ def test_every_n_frames_reuses_boxes():
 def test_main_face_and_people_count():
     small = FaceBox(0, 0, 40, 40, 0.99)
     weak = FaceBox(300, 100, 140, 140, 0.6)
-    assert main_face((small, FACE)) is FACE
-    assert count_people((FACE, small, weak), FACE, 0.75, 0.5) == 1  # tiny or weak: not a person
-    assert count_people((FACE, FaceBox(0, 0, 120, 120, 0.9)), FACE, 0.75, 0.5) == 2
+    cfg = QualityConfig(second_face_min_score=0.75, second_face_min_ratio=0.5)
+    assert count_faces((small, FACE), cfg)[0] is FACE
+    assert count_faces((FACE, small, weak), cfg) == (FACE, 1)  # tiny or weak: not a person
+    assert count_faces((FACE, FaceBox(0, 0, 120, 120, 0.9)), cfg) == (FACE, 2)
     gate = SimpleGate()
     assert gate.assess(None, ()).reason is Reason.NO_FACE_FOUND
     assert gate.assess(None, (FACE,)).ok
