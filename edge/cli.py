@@ -15,12 +15,10 @@ import sys
 from pathlib import Path
 
 from edge import __version__
+from edge.camera.spec import IMAGE_EXTS, VIDEO_EXTS
 from edge.errors import CameraError, ConfigError, EdgeError, ModelError
 
 log = logging.getLogger("edge.cli")
-
-IMAGE_EXT = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
-VIDEO_EXT = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpg", ".mjpeg"}
 
 # Subcommands contributed by other modules: (module, description). A module that
 # cannot be imported (an optional part missing) only loses its own command.
@@ -73,18 +71,18 @@ def expand_inputs(paths: list[str]) -> list[tuple[str, str]]:
             continue
         p = Path(raw)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXT | VIDEO_EXT)
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
             if not found:
                 raise ConfigError("PATH", raw, "a folder containing images or videos")
             out.extend(expand_inputs([str(f) for f in found]))
         elif p.is_file():
             ext = p.suffix.lower()
-            if ext in IMAGE_EXT:
+            if ext in IMAGE_EXTS:
                 out.append((raw, f"image://{p}"))
-            elif ext in VIDEO_EXT:
+            elif ext in VIDEO_EXTS:
                 out.append((raw, f"video://{p}"))
             else:
-                raise ConfigError("PATH", raw, "an image (" + ", ".join(sorted(IMAGE_EXT)) + ") or a video")
+                raise ConfigError("PATH", raw, "an image (" + ", ".join(sorted(IMAGE_EXTS)) + ") or a video")
         else:
             raise ConfigError("PATH", raw, "an existing file or folder")
     return out

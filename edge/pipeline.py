@@ -397,20 +397,12 @@ class _Scorer:
         self.pipeline = pipeline
 
     def __call__(self, path):
-        from pathlib import Path
-
         from edge.camera import open_camera
-        from edge.camera.spec import IMAGE_EXTS
         from edge.eval.report import ItemResult
 
-        p = Path(path)
-        if p.is_dir():
-            spec = f"images://{p}"  # a folder of frames is one session
-        elif p.suffix.lower() in IMAGE_EXTS:
-            spec = f"image://{p}"
-        else:
-            spec = f"video://{p}"
-        out = self.pipeline.run_session(open_camera(spec), keep_scores=True)
+        # A bare path is an image, a video, or a folder of frames (one session): the spec
+        # grammar's own rule, the same kinds edge.eval.dataset accepts.
+        out = self.pipeline.run_session(open_camera(str(path)), keep_scores=True)
         return ItemResult(
             score=out.score,
             verdict=out.verdict.kind.value,

@@ -25,10 +25,8 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.camera.spec import IMAGE_EXTS, VIDEO_EXTS  # what the camera sources can read
 from edge.errors import EdgeError
-
-IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".pgm", ".ppm"})
-VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mjpeg", ".mjpg"})
 
 LIVE, SPOOF = "live", "spoof"
 _LABELS = {
