@@ -74,7 +74,6 @@ class Decision:
         self._frames = 0
         self._face_frames = 0
         self._verdict: Verdict | None = None
-        self.last_reason = Reason.NONE  # last frame-level reason (for prompts)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, t_ms: float, session_id: int = 0, budget_ms: float | None = None) -> None:
@@ -90,21 +89,8 @@ class Decision:
             self._no_face_ms = min(self._no_face_ms, self._timeout_ms)
 
     @property
-    def started(self) -> bool:
-        return self._start_ms is not None
-
-    @property
     def verdict(self) -> Verdict | None:
         return self._verdict
-
-    @property
-    def done(self) -> bool:
-        return self._verdict is not None
-
-    def deadline_ms(self) -> float:
-        """Absolute time (same clock as the events) at which the session ends at the latest."""
-        self._require_started()
-        return self._start_ms + self._timeout_ms
 
     # -- events ---------------------------------------------------------------------------
     def on_frame(self, t_ms: float, *, faces: int, score: float | None = None, reason: Reason = Reason.NONE):
@@ -113,7 +99,6 @@ class Decision:
         if self._verdict is not None:
             return self._verdict
         self._frames += 1
-        self.last_reason = reason
         if faces > 0:
             self._face_frames += 1
         if score is None and faces > 0 and 0 < int(reason) < len(self._refusals):

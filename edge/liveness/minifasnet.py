@@ -124,18 +124,10 @@ class MiniFASNetEnsemble:
         self._weights = [s.weight / total for s in specs]
         self._closed = False
 
-    @property
-    def names(self) -> tuple[str, ...]:
-        return tuple(m.spec.name for m in self._models)
-
     def score(self, image: np.ndarray, face: FaceBox) -> LivenessScore:
         per = tuple(m.run(image, face) for m in self._models)
         live = sum(w * p for w, p in zip(self._weights, per))
         return LivenessScore(live=float(live), per_model=per)
-
-    def crops(self) -> tuple[np.ndarray, ...]:
-        """The models' crop buffers (borrowed; for tests that check they are wiped)."""
-        return tuple(m.crop for m in self._models)
 
     def wipe(self) -> None:
         for m in self._models:
