@@ -12,6 +12,7 @@ camera closed, run a session, deliver the verdict to the sink, repeat.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -334,11 +335,8 @@ class Runtime:
             camera = self._camera or self.camera_factory()
             if self.keep_warm:
                 self._camera = camera
-            guard = self.session_guard() if self.session_guard is not None else None
-            if guard is not None:
-                with guard:
-                    outcome = self.pipeline.run_session(camera, request, self.sink, keep_open=self.keep_warm, deliver=False)
-            else:
+            guard = self.session_guard() if self.session_guard is not None else contextlib.nullcontext()
+            with guard:
                 outcome = self.pipeline.run_session(camera, request, self.sink, keep_open=self.keep_warm, deliver=False)
         except Exception as err:
             # The camera spec itself failed (validated at start-up, so this is rare): still one FAULT.
