@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 
 from edge.errors import ModelError
+from edge.service.wipe import wipe, wipe_interpreter
 from edge.tflite import TensorInfo, load_interpreter
 from edge.types import FaceBox
 
@@ -229,11 +230,7 @@ class BlazeFaceDetector:
 
     def wipe(self) -> None:
         """Zero every buffer that held pixels or face geometry (interpreter inputs and outputs included)."""
-        from edge.service.wipe import wipe_interpreter
-
-        for buf in (self._resized, self._rgb, self._mapped, self._scores, self._raw_f, self._mask):
-            if buf is not None:
-                buf.fill(0)
+        wipe(self._resized, self._rgb, self._mapped, self._scores, self._raw_f, self._mask)
         if not self._closed:
             wipe_interpreter(self._interp)
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from edge.errors import ModelError
 from edge.liveness.crop import crop_face
+from edge.service.wipe import wipe, wipe_interpreter
 from edge.tflite import load_interpreter
 from edge.types import FaceBox, LivenessScore
 
@@ -99,11 +100,7 @@ class _Model:
 
     def wipe(self) -> None:
         """Zero the face crop, the scores and the interpreter's input and output tensors."""
-        from edge.service.wipe import wipe_interpreter
-
-        self.crop.fill(0)
-        self.mapped.fill(0)
-        self.probs.fill(0)
+        wipe(self.crop, self.mapped, self.probs)
         if self.interp is not None:
             wipe_interpreter(self.interp)
 
