@@ -8,6 +8,7 @@ Only a session opens the camera.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -27,16 +28,8 @@ def _models_dir(cfg: Config):
 
 
 def decision_config(cfg: Config) -> DecisionConfig:
-    d = cfg.decision
-    return DecisionConfig(
-        threshold=d.threshold,
-        window=d.window,
-        pass_votes=d.pass_votes,
-        fail_votes=d.fail_votes,
-        timeout_ms=d.timeout_ms,
-        no_face_ms=d.no_face_ms,
-        min_votes_at_end=d.min_votes_at_end,
-    )
+    # The [decision] section declares exactly DecisionConfig's fields.
+    return DecisionConfig(**{f.name: getattr(cfg.decision, f.name) for f in dataclasses.fields(DecisionConfig)})
 
 
 def model_path(cfg: Config, name: str) -> Path:
