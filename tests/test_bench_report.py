@@ -24,6 +24,7 @@ def test_report_has_ratio_goals_and_errors():
                  blocks_net_per_frame=0.0, heap_peak_kb=300.0,
                  verdict={"kind": "PASS", "frames_seen": 3, "elapsed_ms_on_30fps_timeline": 67}),
             _run("upstream (torch)", 1, 50.0, 20.0),
+            _run("upstream shipped", 1, 20.0, 50.0),
             {"pipeline": "edge int8", "threads": 1, "error": "ModelMissingError: build it"},
         ],
     }
@@ -31,7 +32,8 @@ def test_report_has_ratio_goals_and_errors():
     out = io.StringIO()
     bench.render(results, out)
     text = out.getvalue()
-    assert "200.0 fps vs upstream 50.0 fps -> 4.0x (goal >= 6x)" in text
+    assert "200.0 fps vs upstream (torch) 50.0 fps -> 4.0x (goal >= 6x: NOT met)" in text
+    assert "200.0 fps vs upstream shipped 20.0 fps -> 10.0x (goal >= 6x: met)" in text
     assert "p50 5.00 ms, p99 6.00 ms -> met" in text
     assert "PASS after 3 frames = 67 ms of camera time + 5.0 ms processing -> met" in text
     assert "ERROR ModelMissingError: build it" in text
