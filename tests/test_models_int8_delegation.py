@@ -3,7 +3,7 @@
 An op XNNPACK does not take in int8 falls back to TFLite's reference kernel and splits the graph; on this
 x86 box that made int8 MiniFASNet ~5x slower than float (PRELU: 34 partitions). Only the input QUANTIZE
 (uint8 -> int8) and the final SOFTMAX may stay outside, at the graph's edges. BlazeFace's RELUs can be
-fused into their ADD/CONV_2D (opt-in, see blazeface_int8.build_int8).
+fused into their ADD/CONV_2D (blazeface_int8.build_int8(fuse_relus=True), what `edge models build` does).
 """
 
 from __future__ import annotations
@@ -123,3 +123,13 @@ def test_blazeface_fused_relus_are_exact_and_one_partition():
     assert _partitions(plain)[0] > 1  # each int8 RELU cuts the graph
     parts, outside = _partitions(q)
     assert parts == 1 and outside == [], (parts, outside)
+
+
+def test_built_int8_artifacts_are_one_partition_each():
+    built = {n: REPO / "models" / "build" / f"{n}.int8.tflite" for n in ("blazeface_short", "minifasnet_v2", "minifasnet_v1se")}
+    present = {n: p for n, p in built.items() if p.is_file()}
+    if not present:
+        pytest.skip("no int8 artifacts built (run: edge models build; needs ../shared)")
+    for name, path in present.items():
+        parts, outside = _partitions(path.read_bytes())
+        assert parts == 1 and set(outside) <= EDGE_OPS, (name, parts, outside)

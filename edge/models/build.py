@@ -220,7 +220,7 @@ def _build_one(
         if calib is None:
             return None, reason
         _say(progress, f"quantizing {m.name} to int8 on the images in {calib}")
-        return blazeface_int8.build_int8(upstream, calib), ""
+        return blazeface_int8.build_int8(upstream, calib, fuse_relus=True), ""
     if m.kind == "liveness":
         try:
             from edge.models.checkpoint import load_checkpoint
