@@ -113,7 +113,12 @@ def build_pipeline(cfg: Config, *, on_progress=None):
         ),
     )
     try:
-        liveness = MiniFASNetEnsemble(liveness_specs(cfg), threads=cfg.models.threads, edgetpu=edgetpu)
+        liveness = MiniFASNetEnsemble(
+            liveness_specs(cfg),
+            threads=cfg.models.threads,
+            edgetpu=edgetpu,
+            round_robin=cfg.models.liveness_schedule == "round_robin",
+        )
     except BaseException:
         detector.close()
         raise

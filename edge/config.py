@@ -91,6 +91,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "dir": Str("", "folder with the manifests and build/ (default: the repository's models/)"),
         "detector": Str("blazeface_short", "face detector manifest name"),
         "liveness": StrList(["minifasnet_v2", "minifasnet_v1se"], "liveness manifest names (scores are averaged)"),
+        "liveness_schedule": Str(
+            "every_frame",
+            "every_frame: each liveness model on every voting frame; round_robin: one model per frame in turn, "
+            "each vote fusing it with the others' scores from the frames just before on the same face",
+            ("every_frame", "round_robin"),
+        ),
         "variant": Str("float32", "which build of each model to load", ("float32", "int8")),
         "accelerator": Str("cpu", "where to run: cpu, or edgetpu (fails loudly if absent)", ("cpu", "edgetpu")),
         "threads": Int(1, "interpreter threads per model", 1, 8),
