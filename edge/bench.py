@@ -113,13 +113,19 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q)) if values else float("nan")
 
 
-def _build(variant: str, threads: int, every_n: int):
+def _build(variant: str, threads: int, every_n: int | None, schedule: str | None):
+    """The pipeline as `edge run` builds it from the default config, with the bench's overrides."""
     from edge import config as config_mod
     from edge.assemble import build_pipeline
 
-    cfg = config_mod.load(None, overrides={"models": {"variant": variant, "threads": threads},
-                                           "detector": {"every_n_frames": every_n}})
-    return build_pipeline(cfg)
+    models: dict[str, Any] = {"variant": variant, "threads": threads}
+    if schedule is not None:
+        models["liveness_schedule"] = schedule
+    overrides: dict[str, Any] = {"models": models}
+    if every_n is not None:
+        overrides["detector"] = {"every_n_frames": every_n}
+    cfg = config_mod.load(None, overrides=overrides)
+    return build_pipeline(cfg), cfg
 
 
 def _crop_scales(liveness: Any) -> list[float]:
@@ -132,7 +138,8 @@ def run_worker(args: argparse.Namespace) -> dict:
     from edge.liveness.crop import crop_face
 
     t_load = time.perf_counter()
-    pipeline = _build(args.variant, args.threads, args.every_n)
+    pipeline, cfg = _build(args.variant, args.threads, args.every_n, args.liveness_schedule)
+    every_n = cfg.detector.every_n_frames
     load_s = time.perf_counter() - t_load
     detector, liveness, gate, decision = pipeline.detector, pipeline.liveness, pipeline.gate, pipeline.decision
     scales = _crop_scales(liveness)
@@ -149,7 +156,7 @@ def run_worker(args: argparse.Namespace) -> dict:
         t0 = perf()
         frame = camera.read(2.0)
         t1 = perf()
-        if args.every_n == 1 or not last_faces or frame.index % args.every_n == 0:
+        if every_n == 1 or not last_faces or frame.index % every_n == 0:
             last_faces = detector.detect(frame.image)
         faces = last_faces
         t2 = perf()
@@ -212,7 +219,8 @@ def run_worker(args: argparse.Namespace) -> dict:
         "pipeline": f"edge {args.variant}",
         "variant": args.variant,
         "threads": args.threads,
-        "every_n": args.every_n,
+        "every_n": every_n,
+        "liveness_schedule": cfg.models.liveness_schedule,
         "frames": n,
         "faces": faces_seen,
         "votes": votes,
@@ -342,6 +350,10 @@ def summarise(results: dict) -> list[str]:
                     lines.append(f"{r['pipeline']}, {r['threads']} thread(s): {r['fps']:.1f} fps vs {name} "
                                  f"{ref['fps']:.1f} fps -> {ratio:.1f}x (goal >= {GOAL_RATIO:g}x: "
                                  f"{'met' if ratio >= GOAL_RATIO else 'NOT met'})")
+    shapes = sorted({(r["every_n"], r["liveness_schedule"]) for r in runs if "liveness_schedule" in r})
+    for every_n, schedule in shapes:
+        lines.append(f"edge configuration: detector every {every_n} frame(s) with the last boxes in between, "
+                     f"liveness schedule {schedule}")
     one = [r for r in runs if r.get("pipeline", "").startswith("edge") and r["threads"] == 1]
     for r in one:
         ok = r["e2e"]["p50_ms"] <= GOAL_FRAME_MS
@@ -401,8 +413,11 @@ def orchestrate(args: argparse.Namespace) -> dict:
         for t in threads:
             for variant in variants:
                 cmd = [sys.executable, "-m", "edge.bench", "--worker", "--variant", variant, "--threads", str(t),
-                       "--source", source, "--frames", str(args.frames), "--warmup", str(args.warmup),
-                       "--every-n", str(args.every_n)]
+                       "--source", source, "--frames", str(args.frames), "--warmup", str(args.warmup)]
+                if args.every_n is not None:
+                    cmd += ["--every-n", str(args.every_n)]
+                if args.liveness_schedule is not None:
+                    cmd += ["--liveness-schedule", args.liveness_schedule]
                 if live_clip:
                     cmd += ["--live-clip", live_clip]
                 log.info("running %s", " ".join(cmd))
@@ -430,7 +445,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=30, help="frames run before measuring (default 30)")
     p.add_argument("--threads", default="1,2", help="interpreter thread counts, comma separated (default 1,2)")
     p.add_argument("--variants", default="float32,int8", help="model variants (default float32,int8)")
-    p.add_argument("--every-n", type=int, default=1, help="run the detector every n-th frame (default 1)")
+    p.add_argument("--every-n", type=int, help="run the detector every n-th frame (default: the config default)")
+    p.add_argument("--liveness-schedule", choices=("every_frame", "round_robin"),
+                   help="liveness models on every frame, or one per frame in turn (default: the config default)")
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is kept (default 1)")
     p.add_argument("--hold", type=int, default=10, help="frames each development image is held in the clip")
     p.add_argument("--source", help="camera spec to read instead of the generated clip (e.g. video://FILE?loop=1)")
