@@ -92,7 +92,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "detector": Str("blazeface_short", "face detector manifest name"),
         "liveness": StrList(["minifasnet_v2", "minifasnet_v1se"], "liveness manifest names (scores are averaged)"),
         "liveness_schedule": Str(
-            "every_frame",
+            "round_robin",
             "every_frame: each liveness model on every voting frame; round_robin: one model per frame in turn, "
             "each vote fusing it with the others' scores from the frames just before on the same face",
             ("every_frame", "round_robin"),
@@ -105,7 +105,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "min_score": Float(0.5, "minimum face score", 0.0, 1.0),
         "iou_threshold": Float(0.3, "overlap above which detections merge", 0.0, 1.0),
         "max_faces": Int(4, "faces reported per frame at most", 1, 32),
-        "every_n_frames": Int(1, "run the detector every n-th frame, tracking the face in between", 1, 30),
+        "every_n_frames": Int(3, "run the detector every n-th frame; the last boxes stand in between", 1, 30),
     },
     "quality": {
         "enabled": Bool(True, "apply the quality gate before a frame may vote"),

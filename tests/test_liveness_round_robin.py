@@ -100,11 +100,11 @@ def test_config_selects_the_schedule(models_env):
     from edge import config
     from edge.assemble import build_pipeline
 
-    cfg = config.load(None, overrides={"models": {"liveness_schedule": "round_robin"}})
+    cfg = config.load(None, overrides={"models": {"liveness_schedule": "every_frame"}})
     with build_pipeline(cfg) as p:
-        assert p.liveness.round_robin is True
-    with build_pipeline(config.load(None)) as p:
         assert p.liveness.round_robin is False
+    with build_pipeline(config.load(None)) as p:  # the default
+        assert p.liveness.round_robin is True
 
 
 def test_bad_schedule_names_the_key():
