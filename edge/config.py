@@ -126,9 +126,9 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "decision": {
         "threshold": Float(0.5, "live score at or above which a frame votes live", 0.0, 1.0),
-        "window": Int(5, "votes considered", 1, 100),
-        "pass_votes": Int(3, "live votes in the window needed for PASS", 1, 100),
-        "fail_votes": Int(3, "attack votes in the window that give FAIL", 1, 100),
+        "window": Int(5, "votes at most: split votes are decided by the mean of this many", 1, 100),
+        "pass_votes": Int(3, "live votes in a row (and a mean at or above threshold) that give an early PASS", 1, 100),
+        "fail_votes": Int(3, "attack votes in a row that give an early FAIL", 1, 100),
         "timeout_ms": Int(3000, "session time budget", 100, 60000),
         "no_face_ms": Int(2000, "NO_FACE when no face was seen this long", 100, 60000),
         "min_votes_at_end": Int(1, "votes needed to decide when a finite source ends", 1, 100),

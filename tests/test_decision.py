@@ -47,11 +47,38 @@ def test_fail_is_checked_before_pass():
     assert v.kind is VerdictKind.FAIL
 
 
-def test_pass_needs_window_mean_above_threshold():
-    # three live votes barely above threshold plus two far below: mean < threshold -> no PASS
+def test_split_votes_are_decided_by_the_mean_of_the_window():
+    # three live votes barely above the threshold, two far below: no early decision; at the
+    # fifth vote the mean (0.31) decides -> FAIL, where counting live votes would have passed
     cfg = DecisionConfig(threshold=0.5, window=5, pass_votes=3, fail_votes=3)
-    events = [("f", 0, 1, 0.51), ("f", 10, 1, 0.0), ("f", 20, 1, 0.51), ("f", 30, 1, 0.0), ("f", 40, 1, 0.51)]
+    events = [("f", 0, 1, 0.51), ("f", 10, 1, 0.0), ("f", 20, 1, 0.51), ("f", 30, 1, 0.0)]
     d, v = run(events, cfg)
+    assert v is None
+    v = d.on_frame(40, faces=1, score=0.51)
+    assert v.kind is VerdictKind.FAIL and v.reason is Reason.SPOOF_DETECTED and v.frames_used == 5
+
+
+def test_split_votes_with_a_high_mean_pass_at_the_window():
+    cfg = DecisionConfig(threshold=0.5, window=5, pass_votes=3, fail_votes=3)
+    d, v = run([("f", 0, 1, 0.95), ("f", 10, 1, 0.45), ("f", 20, 1, 0.9), ("f", 30, 1, 0.4), ("f", 40, 1, 0.9)], cfg)
+    assert v.kind is VerdictKind.PASS and v.frames_used == 5
+
+
+def test_early_pass_needs_the_last_votes_in_a_row_and_the_mean():
+    cfg = DecisionConfig(threshold=0.5, window=9, pass_votes=3, fail_votes=3)
+    # live, attack, then three live in a row with the mean above the threshold: PASS at the fifth vote
+    d, v = run([("f", 0, 1, 0.9), ("f", 10, 1, 0.1), ("f", 20, 1, 0.9), ("f", 30, 1, 0.9), ("f", 40, 1, 0.9)], cfg)
+    assert v.kind is VerdictKind.PASS and v.frames_used == 5
+    # three live in a row, but the mean of all votes so far is below the threshold: wait
+    events = [("f", 0, 1, 0.0), ("f", 10, 1, 0.0), ("f", 15, 1, 0.9), ("f", 20, 1, 0.51), ("f", 30, 1, 0.51),
+              ("f", 40, 1, 0.51)]
+    d, v = run(events, cfg)
+    assert v is None
+
+
+def test_split_votes_short_of_the_window_time_out():
+    cfg = DecisionConfig(threshold=0.5, window=5, pass_votes=3, fail_votes=3)
+    d, v = run([("f", 0, 1, 0.9), ("f", 10, 1, 0.1), ("f", 20, 1, 0.9), ("f", 30, 1, 0.1)], cfg)
     assert v is None
     v = d.on_tick(3000)
     assert v.kind is VerdictKind.TIMEOUT and v.reason is Reason.NOT_ENOUGH_VOTES
