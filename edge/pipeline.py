@@ -107,8 +107,14 @@ class Pipeline:
         keep_open: bool = False,
         keep_scores: bool = False,
         deliver: bool = True,
+        score_to_end: bool = False,
     ) -> SessionOutcome:
         """Run one session on ``camera`` (opened here if it is not open) and return its outcome.
+
+        ``score_to_end`` (offline tools, finite sources, with ``keep_scores``): after the
+        verdict, go on scoring the rest of the clip into ``frame_scores`` so fusion rules
+        can be compared on every frame; the verdict and the session score stay those
+        reached at the verdict.
 
         Exactly one verdict is produced and, if ``sink`` is given, delivered to it,
         after every buffer has been wiped. Never raises for a fault of the camera,
@@ -128,6 +134,7 @@ class Pipeline:
         self._last_faces = ()
         last_prompt = Prompt.NONE
         verdict: Verdict | None = None
+        decided: Verdict | None = None  # with score_to_end: the verdict, while the clip is scored to its end
         timeline_origin: int | None = None
         t_ms = 0.0
         score_sum = 0.0
@@ -151,7 +158,7 @@ class Pipeline:
                 try:
                     frame = camera.read(self.read_timeout_s)
                 except EndOfStream:
-                    verdict = decision.on_end(t_ms if finite else self._elapsed_ms(t_start_ns))
+                    verdict = decided or decision.on_end(t_ms if finite else self._elapsed_ms(t_start_ns))
                     break
                 except CameraLost as err:
                     log.error("session %d: camera lost: %s", request.session_id, err)
@@ -173,10 +180,14 @@ class Pipeline:
                     if keep_scores and self._n_scores < len(self._frame_scores):
                         self._frame_scores[self._n_scores] = score
                         self._n_scores += 1
-                    score_sum += score
-                    n_votes += 1
+                    if decided is None:
+                        score_sum += score
+                        n_votes += 1
                 verdict = decision.on_frame(t_ms, faces=len(faces), score=score, reason=gate.reason)
-                if verdict is None and sink is not None:
+                if (verdict is not None and score_to_end and keep_scores and finite
+                        and self._n_scores < len(self._frame_scores)):
+                    decided, verdict = verdict, None
+                if verdict is None and decided is None and sink is not None:
                     last_prompt = self._prompt(sink, request, last_prompt, gate.prompt)
                 if self.on_progress is not None:
                     self.on_progress()
@@ -391,8 +402,9 @@ class Runtime:
 class _Scorer:
     """``edge eval``'s scorer: one session per item (an image is a one-frame session)."""
 
-    def __init__(self, pipeline: Pipeline):
+    def __init__(self, pipeline: Pipeline, *, score_to_end: bool = False):
         self.pipeline = pipeline
+        self.score_to_end = score_to_end  # every frame of a clip scored (fusion comparisons)
 
     def __call__(self, path):
         from edge.camera import open_camera
@@ -400,7 +412,7 @@ class _Scorer:
 
         # A bare path is an image, a video, or a folder of frames (one session): the spec
         # grammar's own rule, the same kinds edge.eval.dataset accepts.
-        out = self.pipeline.run_session(open_camera(str(path)), keep_scores=True)
+        out = self.pipeline.run_session(open_camera(str(path)), keep_scores=True, score_to_end=self.score_to_end)
         return ItemResult(
             score=out.score,
             verdict=out.verdict.kind.value,
@@ -412,8 +424,9 @@ class _Scorer:
         self.pipeline.close()
 
 
-def make_scorer(config) -> _Scorer:
-    """A scorer for :mod:`edge.eval` on the configured models, quality gate and decision."""
+def make_scorer(config, *, score_to_end: bool = False) -> _Scorer:
+    """A scorer for :mod:`edge.eval` on the configured models, quality gate and decision
+    (``score_to_end``: score every frame of a clip, not only those up to the verdict)."""
     from edge.assemble import build_pipeline
 
-    return _Scorer(build_pipeline(config))
+    return _Scorer(build_pipeline(config), score_to_end=score_to_end)

@@ -271,3 +271,20 @@ def test_runtime_tells_the_controller_on_shutdown_and_on_a_broken_loop():
     with pytest.raises(OSError):
         Runtime(pipeline(), lambda: synthetic(60), Broken(1), sink).run()
     assert sink.faults == [Reason.INTERNAL_ERROR]
+
+
+def test_score_to_end_scores_the_whole_clip_but_keeps_the_verdict():
+    scores = (0.9, 0.8, 0.7, 0.2, 0.1, 0.3, 0.6, 0.9, 0.4, 0.5)
+    plain = pipeline(scores=scores).run_session(synthetic(10), keep_scores=True)
+    full = pipeline(scores=scores).run_session(synthetic(10), keep_scores=True, score_to_end=True)
+    assert plain.verdict == full.verdict and full.verdict.kind is VerdictKind.PASS
+    assert plain.frame_scores == scores[:3] and full.frame_scores == scores
+    assert full.score == pytest.approx(0.8)  # the session score is the one at the verdict
+
+
+def test_score_to_end_is_for_finite_sources_only():
+    # A live camera (not finite) ends at the verdict, whatever the caller asked.
+    cam = open_camera("synthetic://?pattern=black&realtime=0")
+    cam.finite = False
+    out = pipeline().run_session(cam, keep_scores=True, score_to_end=True)
+    assert out.verdict.kind is VerdictKind.PASS and len(out.frame_scores) == 3
