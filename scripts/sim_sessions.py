@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Turn a still-image dataset into simulated capture sessions, for `edge eval --fusion`.
 
-Each image becomes a folder of N frames as a cheap camera in poor light would
-deliver them while the person holds still: a few pixels of hand shake and
-±4 % scale, exposure 80-100 %, sensor noise (Gaussian, sigma 12 grey levels)
-and JPEG compression at quality 40, independently per frame. Seeded, so the
-same command gives the same frames. The output is development data derived
-from the input set: write it outside the repository (e.g. /tmp) and delete it
-after use.
+Each image becomes ``--seeds`` independent sessions of ``--frames`` frames, as a
+cheap camera in poor light would deliver them while the person holds still: a
+few pixels of hand shake and ±4 % scale, exposure 80-100 %, sensor noise
+(Gaussian, sigma 12 grey levels) and JPEG compression at quality 40,
+independently per frame. The manifest's ``group`` column names the source image,
+so `edge eval --fusion` resamples and splits by image, never by session. Seeded,
+so the same command gives the same frames. The output is development data
+derived from the input set: write it outside the repository (e.g. /tmp) and
+delete it after use (10 frames x 3 seeds of the 204 dev images: about 400 MB).
 
     python scripts/sim_sessions.py ../shared/fas-dev ../shared/fas-dev/manifest.csv /tmp/sessions
     edge eval /tmp/sessions --manifest /tmp/sessions/manifest.csv --fusion
@@ -40,7 +42,8 @@ def main(argv=None) -> int:
     ap.add_argument("root", type=Path, help="dataset root")
     ap.add_argument("manifest", type=Path, help="manifest CSV (file,label,attack[,repo])")
     ap.add_argument("out", type=Path, help="output folder (outside the repository)")
-    ap.add_argument("--frames", type=int, default=5)
+    ap.add_argument("--frames", type=int, default=10)
+    ap.add_argument("--seeds", type=int, default=3, help="independent sessions per image")
     ap.add_argument("--noise", type=float, default=12.0, help="sensor noise sigma in grey levels")
     ap.add_argument("--quality", type=int, default=40, help="JPEG quality")
     ap.add_argument("--seed", type=int, default=7)
@@ -54,18 +57,19 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with (args.out / "manifest.csv").open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["file", "label", "attack", "repo"])
+        w.writerow(["file", "label", "attack", "repo", "group"])
         for k, r in enumerate(rows):
             img = cv2.imread(str(args.root / r["file"]))
             if img is None:
                 print(f"sim_sessions: cannot read {r['file']}", file=sys.stderr)
                 return 1
-            d = args.out / r["label"] / f"{k:04d}"
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(args.frames):
-                cv2.imwrite(str(d / f"{i:04d}.jpg"), simulate(img, rng, args.noise, args.quality))
-            w.writerow([str(d.relative_to(args.out)), r["label"], r.get("attack", ""), r.get("repo", "")])
-    print(f"{len(rows)} sessions of {args.frames} frames in {args.out}")
+            for seed in range(args.seeds):
+                d = args.out / r["label"] / f"{k:04d}-{seed}"
+                d.mkdir(parents=True, exist_ok=True)
+                for i in range(args.frames):
+                    cv2.imwrite(str(d / f"{i:04d}.jpg"), simulate(img, rng, args.noise, args.quality))
+                w.writerow([str(d.relative_to(args.out)), r["label"], r.get("attack", ""), r.get("repo", ""), r["file"]])
+    print(f"{len(rows) * args.seeds} sessions of {args.frames} frames from {len(rows)} images in {args.out}")
     return 0
 
 

@@ -70,6 +70,41 @@ def test_manifest_source_column_and_bom(tree):
     assert ds.items[1].attack == "unspecified"
 
 
+def test_manifest_group_column(tree):
+    p = write_manifest(tree / "m.csv", ["a/live/1.jpg,live,,,person-7", "a/spoof/3.jpg,spoof,,,"],
+                       header="file,label,attack,repo,group")
+    ds = load_manifest(tree, p)
+    assert [i.group for i in ds.items] == ["person-7", ""]
+    p = write_manifest(tree / "s.csv", ["a/live/1.jpg,live,s1", "a/spoof/3.jpg,spoof,s2"], header="file,label,subject")
+    assert [i.group for i in load_manifest(tree, p).items] == ["s1", "s2"]
+
+
+def test_sim_sessions_writes_groups_outside_the_repo(tmp_path):
+    import subprocess
+    import sys
+
+    import cv2
+    import numpy as np
+
+    src = tmp_path / "src"
+    for rel in ("live/a.jpg", "spoof/b.jpg"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(src / rel), np.full((64, 64, 3), 128, np.uint8))
+    write_manifest(src / "manifest.csv", ["live/a.jpg,live,,", "spoof/b.jpg,spoof,print,"])
+    script = Path(__file__).resolve().parents[1] / "scripts" / "sim_sessions.py"
+    out = tmp_path / "sessions"
+    r = subprocess.run([sys.executable, str(script), str(src), str(src / "manifest.csv"), str(out),
+                        "--frames", "2", "--seeds", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ds = load_manifest(out, out / "manifest.csv")
+    assert len(ds.items) == 4 and {i.kind for i in ds.items} == {"frames"}
+    assert [i.group for i in ds.items] == ["live/a.jpg", "live/a.jpg", "spoof/b.jpg", "spoof/b.jpg"]
+    assert len(list((out / ds.items[0].rel).glob("*.jpg"))) == 2
+    r = subprocess.run([sys.executable, str(script), str(src), str(src / "manifest.csv"), str(script.parent / "x")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "outside the repository" in r.stderr
+
+
 def test_unknown_label_names_line_and_value(tree):
     man = write_manifest(tree / "m.csv", ["a/live/1.jpg,live,,", "a/spoof/3.jpg,fake-ish,,"])
     with pytest.raises(DatasetError, match=r"m\.csv:3: unknown label 'fake-ish'.*'live'.*'spoof'") as exc:

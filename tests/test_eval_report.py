@@ -15,7 +15,9 @@ import pytest
 from edge.eval import cli
 from edge.eval import metrics as m
 from edge.eval.dataset import load_manifest
+from edge.decision import DecisionConfig
 from edge.eval.fusion import Session, compare_fusion, first_face, mean_of_faces, sessions_from_scored
+from edge.eval.fusion import render as render_fusion
 from edge.eval.report import (
     ItemResult,
     Progress,
@@ -235,15 +237,52 @@ def test_fusion_beats_single_frame_on_noisy_frames():
     rng = np.random.default_rng(7)
     sessions = []
     for src in ("s1", "s2", "s3"):
-        for _ in range(40):
-            sessions.append(Session(True, "", src, tuple(np.clip(0.65 + 0.2 * rng.standard_normal(8), 0, 1))))
-            sessions.append(Session(False, "print", src, tuple(np.clip(0.35 + 0.2 * rng.standard_normal(8), 0, 1))))
-    cmp_ = compare_fusion(sessions, target_bpcer=0.05)
-    single, fused = cmp_.rules["single_frame"], cmp_.rules["fused_mean"]
-    assert fused.auc > single.auc and fused.eer < single.eer
-    assert fused.in_sample.apcer < single.in_sample.apcer and fused.in_sample.bpcer <= 0.05
+        for k in range(40):
+            sessions.append(Session(True, "", src, tuple(np.clip(0.65 + 0.2 * rng.standard_normal(8), 0, 1)), f"L{src}{k}"))
+            sessions.append(Session(False, "print", src, tuple(np.clip(0.35 + 0.2 * rng.standard_normal(8), 0, 1)),
+                                    f"A{src}{k}"))
+    cmp_ = compare_fusion(sessions, target_bpcer=0.05, decision=DecisionConfig(), bootstrap=300, splits=50)
+    single, fused, decision = cmp_.rules["single_frame"], cmp_.rules["fused_mean"], cmp_.rules["decision"]
+    assert fused.auc > single.auc and fused.eer < single.eer and decision.auc is None
+    assert fused.apcer < single.apcer and fused.bpcer <= 0.05
+    assert decision.apcer < single.apcer and decision.bpcer <= 0.05
     assert cmp_.folds == ("s1", "s2", "s3") and fused.loso_apcer < single.loso_apcer
+    assert fused.held_out_apcer < single.held_out_apcer and decision.held_out_apcer < single.held_out_apcer
+    # Frame noise this large: the gain is far outside the bootstrap's noise.
+    assert fused.apcer_delta.high < 0 and fused.eer_delta.high < 0 and fused.eer_delta.p < 0.01
+    assert cmp_.groups == 240 and cmp_.sessions == 240
     json.dumps(cmp_.to_dict())
+    text = render_fusion(cmp_)
+    assert "decision" in text and "bootstrap over groups" in text
+
+
+def test_fusion_groups_are_resampled_together():
+    # Ten sessions per group: the bootstrap draws groups, so its interval is as wide as 2 groups allow.
+    sessions = [Session(True, "", "s", (0.9,), "g1")] * 10 + [Session(False, "p", "s", (0.1,), "g2")] * 10
+    c = compare_fusion(sessions, bootstrap=50, splits=10)
+    assert c.groups == 2 and c.sessions == 20
+
+
+def test_decision_replay_matches_the_decision_at_every_threshold():
+    from edge.decision import Decision
+    from edge.eval.fusion import decision_accept
+
+    rng = np.random.default_rng(3)
+    cfg = DecisionConfig(window=5, pass_votes=3, fail_votes=3)
+    for _ in range(30):
+        frames = tuple(None if rng.random() < 0.1 else float(x) for x in rng.random(rng.integers(1, 9)))
+        grid = np.linspace(0.0, 1.0, 101)
+        got = decision_accept(frames, grid, cfg)
+        for t, g in zip(grid, got):
+            d = Decision(DecisionConfig(threshold=float(t), window=5, pass_votes=3, fail_votes=3))
+            d.start(0.0)
+            v = None
+            for j, s in enumerate(frames):
+                v = d.on_frame(j * 33.3, faces=0 if s is None else 1, score=s)
+                if v is not None:
+                    break
+            v = v or d.on_end(1000.0)
+            assert g == (v.kind.value == "PASS"), (frames, t)
 
 
 def test_fusion_leave_one_source_out_by_hand():
@@ -254,7 +293,7 @@ def test_fusion_leave_one_source_out_by_hand():
         Session(True, "", "y", (0.5, 0.5)),
         Session(False, "print", "y", (0.6, 0.6)),
     ]
-    c = compare_fusion(sessions, target_bpcer=0.0)
+    c = compare_fusion(sessions, target_bpcer=0.0, bootstrap=20, splits=4)
     r = c.rules["fused_mean"]
     # hold out x: trained on y, BPCER 0 -> t = 0.5; x: live 0.9 accepted, attack 0.2 rejected
     # hold out y: trained on x -> t = 0.9; y: live 0.5 rejected, attack 0.6 rejected
@@ -295,7 +334,8 @@ def test_cli_fusion(dataset_dir):
     code, out, err = run([str(dataset_dir), "--fusion", "--json", "--quiet", "--calibrate", "0.2"], dataset_dir,
                          factory=factory)
     d = json.loads(out)
-    assert d["fusion"]["target_bpcer"] == 0.2 and set(d["fusion"]["rules"]) == {"single_frame", "fused_mean"}
+    assert d["fusion"]["target_bpcer"] == 0.2
+    assert set(d["fusion"]["rules"]) == {"single_frame", "fused_mean", "decision"}
 
 
 def test_fusion_needs_frame_scores_from_multi_frame_items(dataset_dir):

@@ -82,8 +82,9 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     p.add_argument("--plot", metavar="PNG", help="draw the DET curve and score histograms (needs matplotlib)")
     p.add_argument("--fusion", action="store_true",
-                   help="also compare single-frame vs multi-frame (mean) decisions at the --calibrate BPCER "
-                        "(default 5%%), in sample and leave-one-source-out; needs per-frame scores from the scorer")
+                   help="also compare the first frame, the mean of all frames and the configured decision "
+                        "logic at the --calibrate BPCER (default 5%%): in sample, held out (random halves by "
+                        "group), leave-one-source-out, and a bootstrap of the gain; scores every frame of a clip")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=handler)
 
@@ -105,14 +106,23 @@ def _require_matplotlib() -> None:
         )
 
 
-def _default_factory(config) -> Scorer:
+def _default_factory(config, *, score_to_end: bool = False) -> Scorer:
     try:
         from edge.pipeline import make_scorer
     except ImportError as err:
         raise EdgeError(
             "the scoring pipeline (edge.pipeline.make_scorer) is missing from this build, so items cannot be scored"
         ) from err
-    return make_scorer(config)
+    return make_scorer(config, score_to_end=score_to_end)
+
+
+def _decision_config(cfg):
+    """The configured decision rule (replayed by the fusion comparison), if the config has one."""
+    if getattr(cfg, "decision", None) is None:
+        return None
+    from edge.assemble import decision_config
+
+    return decision_config(cfg)
 
 
 def _load_config(path: str | None):
@@ -139,7 +149,12 @@ def handler(args: argparse.Namespace, *, scorer_factory: ScorerFactory | None = 
             decision = getattr(cfg, "decision", None)
             threshold = getattr(decision, "threshold", None)
             thr_from = f"decision.threshold{' in ' + args.config if args.config else ' default'}"
-        scorer = (scorer_factory or _default_factory)(cfg)
+        want_fusion = bool(getattr(args, "fusion", False))
+        if scorer_factory is not None:
+            scorer = scorer_factory(cfg)
+        else:
+            # The fusion comparison needs every frame of a clip scored, not only those up to the verdict.
+            scorer = _default_factory(cfg, score_to_end=want_fusion)
         progress = None if args.quiet else Progress(len(dataset.items), err)
         try:
             scored = score_dataset(dataset, scorer, progress)
@@ -151,9 +166,10 @@ def handler(args: argparse.Namespace, *, scorer_factory: ScorerFactory | None = 
                            calibrate_bpcer=args.calibrate)
         snippet = calibration_toml(rep) if args.calibrate is not None else None
         fusion = None
-        if getattr(args, "fusion", False):
+        if want_fusion:
             fusion = compare_fusion(sessions_from_scored(scored),
-                                    target_bpcer=args.calibrate if args.calibrate is not None else 0.05)
+                                    target_bpcer=args.calibrate if args.calibrate is not None else 0.05,
+                                    decision=_decision_config(cfg))
         if args.plot:
             plot(rep, args.plot)
             print(f"plot written to {args.plot}", file=err)

@@ -6,7 +6,10 @@ least the columns ``file`` (path relative to the dataset root), ``label``
 synonyms, case-insensitive) and ``attack`` (attack type, may be empty; empty on
 a spoof row means ``unspecified``). An optional ``repo`` or ``source`` column
 names the item's source, used for per-source figures; without it the source
-is the first component of ``file``. Other columns are ignored.
+is the first component of ``file``. An optional ``group`` (or ``subject``)
+column names what several presentations share when they are not independent
+(one person, or the one image simulated sessions were made from): the fusion
+comparison resamples and splits by group. Other columns are ignored.
 
 Without a manifest, every directory named ``live`` or ``spoof`` below the root
 (at any depth) contributes its images and videos, recursively. The attack type
@@ -55,6 +58,7 @@ class Item:
     attack: str  # attack type; "" for live
     source: str
     kind: str  # "image", "video" or "frames"
+    group: str = ""  # shared by presentations that are not independent ("" = its own)
 
     @property
     def bona_fide(self) -> bool:
@@ -119,6 +123,7 @@ def load_manifest(root: Path | str, manifest: Path | str) -> Dataset:
                 "file,label (and attack, optionally repo or source)"
             )
         src_col = cols.get("repo") or cols.get("source")
+        group_col = cols.get("group") or cols.get("subject")
         items: list[Item] = []
         absent: list[str] = []
         unknown_kind: list[str] = []
@@ -147,7 +152,8 @@ def load_manifest(root: Path | str, manifest: Path | str) -> Dataset:
             source = (row.get(src_col) or "").strip() if src_col else ""
             if not source:
                 source = Path(rel).parts[0] if len(Path(rel).parts) > 1 else "."
-            items.append(Item(path.resolve(), rel, label, attack, source, kind))
+            group = (row.get(group_col) or "").strip() if group_col else ""
+            items.append(Item(path.resolve(), rel, label, attack, source, kind, group))
     if absent:
         head = ", ".join(absent[:3]) + (" ..." if len(absent) > 3 else "")
         raise DatasetError(
