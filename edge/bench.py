@@ -51,6 +51,7 @@ SHARED = REPO.parent / "shared"
 UPSTREAM_SCRIPT = REPO / "scripts" / "bench_upstream.py"
 UPSTREAM_HELD = "upstream (torch)"  # upstream's pipeline with its models loaded once: favours upstream
 UPSTREAM_SHIPPED = "upstream shipped"  # as its code runs: predict() reloads the weights on every call
+UPSTREAM_CODE = "upstream own code"  # upstream's own checkout (--upstream-src), when one is available locally
 DEFAULT_UPSTREAM_PYTHON = "/work/benchvenv/bin/python"
 W, H, FPS = 640, 480, 30.0
 STAGES = ("capture", "detect", "gate", "crop", "liveness", "decision")
@@ -350,7 +351,7 @@ def summarise(results: dict) -> list[str]:
     up = {(r["pipeline"], r["threads"]): r for r in runs if r.get("pipeline", "").startswith("upstream")}
     for r in runs:
         if r.get("pipeline", "").startswith("edge"):
-            for name in (UPSTREAM_HELD, UPSTREAM_SHIPPED):
+            for name in (UPSTREAM_HELD, UPSTREAM_SHIPPED, UPSTREAM_CODE):
                 ref = up.get((name, r["threads"]))
                 if ref:
                     ratio = r["fps"] / ref["fps"]
@@ -378,6 +379,9 @@ def summarise(results: dict) -> list[str]:
                          f"time + {r['e2e']['p50_ms']:.1f} ms processing -> {'met' if ok else 'NOT met'}")
     if not up:
         lines.append("upstream: not run (" + results.get("upstream_note", "no upstream environment") + ")")
+    elif not any(name == UPSTREAM_CODE for name, _ in up):
+        lines.append("upstream: rebuilt from the facts in ../shared/models/silent-face (its own code is not available "
+                     "here; --upstream-src DIR runs a local checkout)")
     return lines
 
 
@@ -438,7 +442,10 @@ def orchestrate(args: argparse.Namespace) -> dict:
                 cmd = [py, str(UPSTREAM_SCRIPT), "--source", path, "--frames", str(args.frames),
                        "--warmup", str(args.warmup), "--threads", str(t)]
                 # Held in memory (favours upstream), then as its code ships (weights reloaded per predict()).
-                for name, extra in ((UPSTREAM_HELD, []), (UPSTREAM_SHIPPED, ["--as-shipped"])):
+                runs = [(UPSTREAM_HELD, []), (UPSTREAM_SHIPPED, ["--as-shipped"])]
+                if args.upstream_src:
+                    runs.append((UPSTREAM_CODE, ["--upstream-src", args.upstream_src]))
+                for name, extra in runs:
                     r = _best([_run_json(cmd + extra, timeout=3600) for _ in range(args.repeat)])
                     r["pipeline"] = name
                     r.setdefault("threads", t)
@@ -462,6 +469,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--upstream-python", default=os.environ.get("EDGE_BENCH_UPSTREAM_PYTHON", DEFAULT_UPSTREAM_PYTHON),
                    help="python of the benchmark's PyTorch environment")
     p.add_argument("--no-upstream", action="store_true", help="skip the upstream pipeline")
+    p.add_argument("--upstream-src", default=os.environ.get("EDGE_UPSTREAM_SRC"), metavar="DIR",
+                   help="a local checkout of Silent-Face-Anti-Spoofing (never fetched by the bench): also run "
+                        "upstream's own code ($EDGE_UPSTREAM_SRC)")
     p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON to FILE")
     # internal: one configuration in a fresh process
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

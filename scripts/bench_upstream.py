@@ -17,7 +17,11 @@ upstream's own weights:
 - liveness: MiniFASNetV2 (crop scale 2.7) and MiniFASNetV1SE (scale 4.0) in
   PyTorch, crops by upstream's rule, raw 0..255 BGR as float NCHW, softmax
   summed over both models, argmax (index 1 = live).
-Two ways to run it:
+With ``--upstream-src DIR`` (a local checkout of Silent-Face-Anti-Spoofing,
+which is never fetched or committed by this project) it runs upstream's own
+code instead, called the way its test.py calls it.
+
+Two ways to run the rebuild:
 - default: models loaded once and held, which favours upstream;
 - ``--as-shipped``: as upstream's own code runs: ``AntiSpoofPredict.predict()``
   calls ``_load_model()`` on every call (builds the network, ``torch.load``s
@@ -210,11 +214,54 @@ def pct(values, q):
     return float(np.percentile(np.asarray(values) * 1e3, q)) if values else float("nan")
 
 
+def rebuilt_steps(args):
+    """Upstream's pipeline rebuilt here: (detect(img) -> box, models [(predict(img, box) -> probs, crop)])."""
+    det = RetinaFaceCaffe(SHARED)
+    steps = []
+    for f, scale in MODELS:
+        path, held = SHARED / f, load_minifasnet(SHARED / f)
+
+        def predict(crop, path=path, held=held):
+            model = load_minifasnet(path) if args.as_shipped else held  # as shipped: _load_model() every call
+            return torch.softmax(model(to_tensor(crop)), 1).numpy()
+
+        steps.append((lambda img, box, scale=scale: upstream_crop(img, box, scale), predict))
+    return det.best_box, steps
+
+
+def upstream_code_steps(args):
+    """Upstream's own code from a local checkout (``--upstream-src``), called as its test.py does:
+    ``AntiSpoofPredict.get_bbox``, then per model file ``CropImage.crop`` and ``predict`` (which
+    reloads the weights on every call). Nothing of it is copied into this project."""
+    import os
+
+    root = Path(args.upstream_src).resolve()
+    if not (root / "src" / "anti_spoof_predict.py").is_file():
+        raise SystemExit(f"{root} is not a Silent-Face-Anti-Spoofing checkout (no src/anti_spoof_predict.py)")
+    sys.path.insert(0, str(root))
+    from src.anti_spoof_predict import AntiSpoofPredict  # noqa: E402  (upstream's own modules)
+    from src.generate_patches import CropImage
+    from src.utility import parse_model_name
+
+    model_dir = root / "resources" / "anti_spoof_models"
+    model_test = AntiSpoofPredict(0)
+    cropper = CropImage()
+    steps = []
+    for name in sorted(os.listdir(model_dir)):
+        h_input, w_input, _model_type, scale = parse_model_name(name)
+
+        def crop(img, box, h=h_input, w=w_input, scale=scale):
+            return cropper.crop(org_img=img, bbox=box, scale=scale, out_w=w, out_h=h, crop=scale is not None)
+
+        steps.append((crop, lambda c, path=str(model_dir / name): model_test.predict(c, path)))
+    return model_test.get_bbox, steps
+
+
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    det = RetinaFaceCaffe(SHARED)
-    models = [(load_minifasnet(SHARED / f), s, SHARED / f) for f, s in MODELS]
+    own_code = bool(getattr(args, "upstream_src", None))
+    detect, steps = upstream_code_steps(args) if own_code else rebuilt_steps(args)
     cap = cv2.VideoCapture(args.source)
     if not cap.isOpened():
         raise SystemExit(f"cannot open {args.source}")
@@ -235,18 +282,16 @@ def run(args) -> dict:
                 cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
                 ok, img = cap.read()
             t1 = time.perf_counter()
-            box = det.best_box(img)
+            box = detect(img)
             t2 = time.perf_counter()
             crop_s = live_s = 0.0
             pred = np.zeros((1, 3), np.float32)
             if box is not None and box[2] > 0 and box[3] > 0:
-                for model, scale, path in models:
+                for crop_fn, predict in steps:
                     c0 = time.perf_counter()
-                    crop = upstream_crop(img, box, scale)
+                    crop = crop_fn(img, box)
                     c1 = time.perf_counter()
-                    if args.as_shipped:
-                        model = load_minifasnet(path)  # upstream's predict() -> _load_model(), every call
-                    pred += torch.softmax(model(to_tensor(crop)), 1).numpy()
+                    pred += predict(crop)
                     c2 = time.perf_counter()
                     crop_s += c1 - c0
                     live_s += c2 - c1
@@ -263,10 +308,15 @@ def run(args) -> dict:
                 e2e.append(t4 - t0)
     wall = time.perf_counter() - wall0
     cpu = time.process_time() - cpu0
+    if own_code:
+        name = f"upstream's own code from {args.upstream_src} (its test.py steps; weights reloaded per predict())"
+    else:
+        name = ("upstream (rebuilt): RetinaFace Caffe (cv2.dnn) + MiniFASNetV2+V1SE (PyTorch)"
+                + (", weights reloaded per predict() as shipped" if args.as_shipped else ", models held in memory"))
     return {
-        "pipeline": "upstream (rebuilt): RetinaFace Caffe (cv2.dnn) + MiniFASNetV2+V1SE (PyTorch)"
-        + (", weights reloaded per predict() as shipped" if args.as_shipped else ", models held in memory"),
-        "as_shipped": bool(args.as_shipped),
+        "pipeline": name,
+        "as_shipped": bool(args.as_shipped or own_code),
+        "own_code": own_code,
         "threads": args.threads,
         "frames": frames,
         "faces": faces,
@@ -288,9 +338,11 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--as-shipped", action="store_true",
                    help="reload the weights on every predict(), as upstream's AntiSpoofPredict does")
+    p.add_argument("--upstream-src", metavar="DIR",
+                   help="a local checkout of Silent-Face-Anti-Spoofing: run its own code instead of the rebuild")
     p.add_argument("--check", action="store_true", help="compare the rebuilt MiniFASNetV2 with the golden crops")
     args = p.parse_args(argv)
-    if not (SHARED / "deploy.prototxt").is_file():
+    if not args.upstream_src and not (SHARED / "deploy.prototxt").is_file():
         print(json.dumps({"error": f"upstream models not found under {SHARED}"}))
         return 2
     if args.check:

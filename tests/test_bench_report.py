@@ -34,6 +34,7 @@ def test_report_has_ratio_goals_and_errors():
     text = out.getvalue()
     assert "200.0 fps vs upstream (torch) 50.0 fps -> 4.0x (goal >= 6x: NOT met)" in text
     assert "200.0 fps vs upstream shipped 20.0 fps -> 10.0x (goal >= 6x: met)" in text
+    assert "upstream: rebuilt from the facts" in text  # no --upstream-src checkout in this run
     assert "p50 5.00 ms, p99 6.00 ms -> met" in text
     assert "PASS after 3 frames = 67 ms of camera time + 5.0 ms processing -> met" in text
     assert "ERROR ModelMissingError: build it" in text
