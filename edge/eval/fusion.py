@@ -133,23 +133,6 @@ def decision_accept(frames: FrameScores, grid: np.ndarray, config) -> np.ndarray
     return out
 
 
-# -- rates on accept matrices --------------------------------------------------------------------
-def _rates(acc: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(APCER, BPCER) per threshold of an accept matrix."""
-    bpcer = (~acc[live]).mean(axis=0)
-    apcer = acc[~live].mean(axis=0)
-    return apcer, bpcer
-
-
-def _best(apcer: np.ndarray, bpcer: np.ndarray, target: float) -> int | None:
-    """Index of the threshold with the lowest APCER among those with BPCER <= target."""
-    ok = np.flatnonzero(bpcer <= target + 1e-12)
-    if ok.size == 0:
-        return None
-    # Ties: the lower BPCER, then the higher threshold (fail closed).
-    return int(ok[np.lexsort((-ok, bpcer[ok], apcer[ok]))[0]])
-
-
 def _auc(scores: np.ndarray, live: np.ndarray) -> float:
     """P(live score > attack score), ties half; no usable face ranks lowest."""
     s = np.where(np.isfinite(scores), scores, -np.inf)
@@ -219,21 +202,6 @@ class FusionComparison:
         }
 
 
-def _calibrated(acc: np.ndarray, live: np.ndarray, train: np.ndarray, test: np.ndarray, target: float):
-    """Threshold chosen on ``train`` (boolean mask), errors counted on ``test``."""
-    tr_live, te_live = live[train], live[test]
-    if not tr_live.any() or tr_live.all():
-        return None
-    ap, bp = _rates(acc[train], tr_live)
-    i = _best(ap, bp, target)
-    if i is None:
-        return None
-    a = acc[test][:, i]
-    acc_att = a[~te_live]
-    rej_live = ~a[te_live]
-    return int(acc_att.sum()), int((~te_live).sum()), int(rej_live.sum()), int(te_live.sum())
-
-
 def compare_fusion(
     sessions: Sequence[Session],
     *,
@@ -262,11 +230,12 @@ def compare_fusion(
     if decision is not None:
         acc["decision"] = np.array([decision_accept(s.frame_scores, grid, decision) for s in sessions])
 
-    # Groups: resampling and splitting units. Keyed with the label too, so a group is never mixed.
-    keys = np.array([f"{s.group or '#' + str(i)}\x00{int(s.bona_fide)}" for i, s in enumerate(sessions)])
-    uniq, gidx = np.unique(keys, return_inverse=True)
-    g_live = np.zeros(uniq.size, dtype=bool)
-    g_live[gidx] = live
+    # Groups: resampling and splitting units. Keyed with the label and the source too, so a group
+    # never mixes classes and lies inside one source (leave-one-source-out then splits by group as well).
+    keys = np.array([f"{s.group or '#' + str(i)}\x00{int(s.bona_fide)}\x00{s.source}" for i, s in enumerate(sessions)])
+    uniq, first, gidx = np.unique(keys, return_index=True, return_inverse=True)
+    g_live = live[first]
+    g_src = np.array([sessions[i].source for i in first])
     n_g = np.bincount(gidx, minlength=uniq.size).astype(np.float64)
     acc_g = {}
     for name, a in acc.items():
@@ -297,52 +266,40 @@ def compare_fusion(
         r = np.arange(ap.shape[0])
         return (ap[r, i] + bp[r, i]) / 2
 
+    def calibrated(train: np.ndarray, test: np.ndarray, name: str) -> tuple[float | None, float | None]:
+        """Thresholds chosen on the ``train`` weights, errors counted on the ``test`` weights (one row
+        per split or fold) and pooled over the rows whose training reached the target."""
+        i, ok = best(*rates(train, name))
+        r = np.flatnonzero(ok)
+        if r.size == 0:
+            return None, None
+        ap_t, bp_t = rates(test[r], name)
+        k, j = np.arange(r.size), i[r]
+        att_n = test[r][:, ~g_live] @ n_g[~g_live]
+        live_n = test[r][:, g_live] @ n_g[g_live]
+        return (float(np.nansum(ap_t[k, j] * att_n) / att_n.sum()) if att_n.sum() else None,
+                float(np.nansum(bp_t[k, j] * live_n) / live_n.sum()) if live_n.sum() else None)
+
     # Held out: random halves of the groups, stratified by class; threshold on one half, errors on the other.
     train = np.zeros((splits, uniq.size))
     for k in range(splits):
         for cls in (True, False):
             ids = np.flatnonzero(g_live == cls)
             train[k, rng.permutation(ids)[: ids.size // 2]] = 1.0
-    test = 1.0 - train
-    held: dict[str, tuple[float | None, float | None]] = {}
-    for name in acc:
-        if splits == 0:
-            held[name] = (None, None)
-            continue
-        i, ok = best(*rates(train, name))
-        ap_t, bp_t = rates(test, name)
-        r = np.flatnonzero(ok)
-        if r.size == 0:
-            held[name] = (None, None)
-            continue
-        # Errors pooled over splits: each split's test half weighs by its session counts.
-        att_n = test[r][:, ~g_live] @ n_g[~g_live]
-        live_n = test[r][:, g_live] @ n_g[g_live]
-        held[name] = (float((ap_t[r, i[r]] * att_n).sum() / att_n.sum()),
-                      float((bp_t[r, i[r]] * live_n).sum() / live_n.sum()))
+    held = {name: calibrated(train, 1.0 - train, name) if splits else (None, None) for name in acc}
 
-    # Leave one source out.
-    sources = sorted({s.source for s in sessions})
-    src = np.array([s.source for s in sessions])
+    # Leave one source out: thresholds calibrated on the other sources.
     folds: list[str] = []
     skipped: dict[str, str] = {}
-    loso: dict[str, list[tuple[int, int, int, int]]] = {k: [] for k in acc}
-    if len(sources) > 1:
-        for held_src in sources:
-            tst = src == held_src
-            if not live[~tst].any() or live[~tst].all():
-                skipped[held_src] = "the other sources lack bona fide or attack sessions"
-                continue
-            used = False
-            for name, a in acc.items():
-                r4 = _calibrated(a, live, ~tst, tst, target_bpcer)
-                if r4 is not None:
-                    loso[name].append(r4)
-                    used = True
-            if used:
-                folds.append(held_src)
-            else:
-                skipped[held_src] = f"no threshold reaches BPCER <= {target_bpcer:.0%} on the other sources"
+    sources = sorted(set(g_src))
+    for held_src in sources if len(sources) > 1 else ():
+        rest = g_src != held_src
+        if not (g_live & rest).any() or not (~g_live & rest).any():
+            skipped[held_src] = "the other sources lack bona fide or attack sessions"
+        else:
+            folds.append(held_src)
+    fold_test = np.array([(g_src == f).astype(np.float64) for f in folds]).reshape(len(folds), uniq.size)
+    loso = {name: calibrated(1.0 - fold_test, fold_test, name) if folds else (None, None) for name in acc}
 
     # Bootstrap by group, stratified by class: how often each group is drawn, per draw.
     counts = np.zeros((bootstrap, uniq.size))
@@ -358,12 +315,6 @@ def compare_fusion(
         ap, bp = rates(counts, name)
         i, ok = best(ap, bp)
         boot[name] = (np.where(ok, ap[np.arange(bootstrap), i], np.nan), eers(ap, bp))
-
-    def pooled(rows):
-        if not rows:
-            return None, None
-        r = np.array(rows, dtype=np.float64).sum(axis=0)
-        return (float(r[0] / r[1]) if r[1] else None), (float(r[2] / r[3]) if r[3] else None)
 
     def delta(x: np.ndarray, y: np.ndarray, point: float) -> Delta | None:
         d = x - y
@@ -383,7 +334,7 @@ def compare_fusion(
         i, ok = best(ap, bp)
         i = int(i[0]) if ok[0] else None
         e = float(eers(ap, bp)[0])
-        lo_a, lo_b = pooled(loso[name])
+        lo_a, lo_b = loso[name]
         d_ap = d_eer = None
         if name != "single_frame":
             if i is not None and base_ok[0]:
