@@ -72,7 +72,7 @@ def test_wipe_forgets_the_round(ensemble):
     ensemble.score(IMAGE, FACE)
     ensemble.score(IMAGE, FACE)
     ensemble.wipe()
-    assert not ensemble._last.any() and not ensemble._box.any() and ensemble._calls == 0
+    assert not ensemble._last.any() and ensemble._face is None and ensemble._calls == 0
     assert a.wiped == b.wiped == 1
     ensemble.score(IMAGE, FACE)  # a new session starts with the full ensemble
     assert (a.calls, b.calls) == (3, 2)

@@ -61,7 +61,7 @@ def test_every_buffer_is_zero_after_a_session(models_env, variant):
         for m in liv._models:
             assert is_zeroed(m.crop, m.mapped, m.probs), f"{m.spec.name} crop/scores"
             assert is_zeroed(*_interp_tensors(m.interp)), f"{m.spec.name} tensors"
-        assert liv.round_robin and is_zeroed(liv._last, liv._box, liv._made_at), "round-robin scores and face box"
+        assert liv.round_robin and is_zeroed(liv._last, liv._made_at) and liv._face is None, "round-robin state"
         gate_buffers = [v for v in vars(pipeline.gate).values() if isinstance(v, np.ndarray)]
         assert gate_buffers and is_zeroed(*gate_buffers), "quality gate buffers"
         assert is_zeroed(pipeline.decision._scores, pipeline.decision._refusals, pipeline._frame_scores)

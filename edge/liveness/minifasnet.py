@@ -140,7 +140,7 @@ class MiniFASNetEnsemble:
         # Per-person state of the round: scores, the call that made each, the face it was on.
         self._last = np.zeros(len(self._models), dtype=np.float64)
         self._made_at = np.zeros(len(self._models), dtype=np.int64)
-        self._box = np.zeros(4, dtype=np.float64)
+        self._face: FaceBox | None = None
         self._calls = 0
         self._turn = 0
         self._closed = False
@@ -158,27 +158,22 @@ class MiniFASNetEnsemble:
                 self._last[i] = m.run(image, face)
             self._made_at.fill(self._calls)
             self._turn = 0
-        self._box[0], self._box[1], self._box[2], self._box[3] = face.x, face.y, face.w, face.h
+        self._face = face
         per = tuple(float(p) for p in self._last)
         live = sum(w * p for w, p in zip(self._weights, per))
         return LivenessScore(live=float(live), per_model=per)
 
     def _round_is_fresh(self, face: FaceBox) -> bool:
         """Whether the other models' last scores may stand in for this call."""
-        if self._calls == 1 or int(self._made_at.min()) < self._calls - len(self._models):
+        if self._face is None or int(self._made_at.min()) < self._calls - len(self._models):
             return False
-        x, y, w, h = self._box
-        ix = min(x + w, face.x + face.w) - max(x, face.x)
-        iy = min(y + h, face.y + face.h) - max(y, face.y)
-        if ix <= 0 or iy <= 0:
-            return False
-        inter = ix * iy
-        return inter / (w * h + face.w * face.h - inter) >= self.ROUND_ROBIN_MIN_IOU
+        return face.iou(self._face) >= self.ROUND_ROBIN_MIN_IOU
 
     def wipe(self) -> None:
         for m in self._models:
             m.wipe()
-        wipe(self._last, self._made_at, self._box)
+        wipe(self._last, self._made_at)
+        self._face = None
         self._calls = 0
         self._turn = 0
 
