@@ -19,21 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_service_sigterm import CONFIG  # a session only the signal ends: no frame ever votes
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = """
-[camera]
-source = "synthetic://?pattern=face"
-[trigger]
-kind = "always"
-[decision]
-window = 100
-pass_votes = 100
-fail_votes = 100
-timeout_ms = 60000
-no_face_ms = 60000
-"""
-
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux-only")
 def test_service_mode_lifecycle(models_env, tmp_path):
