@@ -34,7 +34,7 @@ class ItemResult:
     ``score``: fused live score (higher = more live), ``None`` when no usable
     face was found (none detected, or no frame passed the quality gate). ``verdict``: the session verdict (``VerdictKind`` value such as
     ``"PASS"``) when the item went through the decision logic, else ``None``.
-    ``frames``: frames read. ``frame_scores``: optional per-frame live scores
+    ``frames``: frames read up to the verdict. ``frame_scores``: optional per-frame live scores
     (``None`` = frame without a usable face), for the fusion comparison.
     """
 
@@ -278,7 +278,7 @@ def render(rep: EvalReport) -> str:
     n_att = sum(o.n_attack_per_type.values())
     per_type = ", ".join(f"{t} {n}" for t, n in o.n_attack_per_type.items())
     lines.append(
-        f"presentations {o.n_bona_fide + n_att}: bona fide {o.n_bona_fide}, attack {n_att} ({per_type}); frames read {rep.frames}"
+        f"presentations {o.n_bona_fide + n_att}: bona fide {o.n_bona_fide}, attack {n_att} ({per_type}); frames to the verdicts {rep.frames}"
     )
     f = o.face_not_found
     lines.append(
