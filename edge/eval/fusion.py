@@ -39,6 +39,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from edge.errors import EdgeError
+from edge.eval import metrics as m
 
 FrameScores = Sequence[float | None]
 Fuse = Callable[[FrameScores], float | None]
@@ -131,13 +132,6 @@ def decision_accept(frames: FrameScores, grid: np.ndarray, config) -> np.ndarray
             seen[k] = v.kind is VerdictKind.PASS and 0.0 <= t <= 1.0
         out[i] = seen[k]
     return out
-
-
-def _auc(scores: np.ndarray, live: np.ndarray) -> float:
-    """P(live score > attack score), ties half; no usable face ranks lowest."""
-    s = np.where(np.isfinite(scores), scores, -np.inf)
-    a, b = s[live], s[~live]
-    return float(((a[:, None] > b[None, :]).sum() + 0.5 * (a[:, None] == b[None, :]).sum()) / (a.size * b.size))
 
 
 # -- results ------------------------------------------------------------------------------------
@@ -239,19 +233,19 @@ def compare_fusion(
     n_g = np.bincount(gidx, minlength=uniq.size).astype(np.float64)
     acc_g = {}
     for name, a in acc.items():
-        m = np.zeros((uniq.size, grid.size))
-        np.add.at(m, gidx, a.astype(np.float64))
-        acc_g[name] = m
+        per_group = np.zeros((uniq.size, grid.size))
+        np.add.at(per_group, gidx, a.astype(np.float64))
+        acc_g[name] = per_group
     rng = np.random.default_rng(seed)
 
     def rates(w: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(APCER, BPCER), one row per row of group weights ``w`` (draws x groups)."""
-        m = acc_g[name]
+        g = acc_g[name]
         wl, wa = w[:, g_live], w[:, ~g_live]
         with np.errstate(invalid="ignore", divide="ignore"):
             n_live = (wl @ n_g[g_live])[:, None]
-            bp = (n_live - wl @ m[g_live]) / n_live  # rejected / total: exact where 1 - accepted/total is not
-            ap = (wa @ m[~g_live]) / (wa @ n_g[~g_live])[:, None]
+            bp = (n_live - wl @ g[g_live]) / n_live  # rejected / total: exact where 1 - accepted/total is not
+            ap = (wa @ g[~g_live]) / (wa @ n_g[~g_live])[:, None]
         return ap, bp
 
     def best(ap: np.ndarray, bp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -346,7 +340,7 @@ def compare_fusion(
             apcer=float(ap[0, i]) if i is not None else None,
             bpcer=float(bp[0, i]) if i is not None else None,
             eer=e,
-            auc=_auc(scores[name], live) if name in scores else None,
+            auc=m.auc(m.Scores.from_lists(scores[name][live], scores[name][~live])) if name in scores else None,
             held_out_apcer=held[name][0],
             held_out_bpcer=held[name][1],
             loso_apcer=lo_a,
