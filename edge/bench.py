@@ -142,24 +142,21 @@ def run_worker(args: argparse.Namespace) -> dict:
     pipeline, cfg = _build(args.variant, args.threads, args.every_n, args.liveness_schedule)
     every_n = cfg.detector.every_n_frames
     load_s = time.perf_counter() - t_load
-    detector, liveness, gate, decision = pipeline.detector, pipeline.liveness, pipeline.gate, pipeline.decision
+    liveness, gate, decision = pipeline.liveness, pipeline.gate, pipeline.decision
     scales = _crop_scales(liveness)
     crop_bufs = [np.zeros((80, 80, 3), np.uint8) for _ in scales]
     camera = open_camera(args.source)
     times = {k: [] for k in STAGES}
     e2e: list[float] = []
     votes = faces_seen = 0
-    last_faces: tuple = ()
     perf = time.perf_counter
 
     def frame_step(record: bool) -> None:
-        nonlocal votes, faces_seen, last_faces
+        nonlocal votes, faces_seen
         t0 = perf()
         frame = camera.read(2.0)
         t1 = perf()
-        if every_n == 1 or not last_faces or frame.index % every_n == 0:
-            last_faces = detector.detect(frame.image)
-        faces = last_faces
+        faces = pipeline._faces(frame.image, frame.index)  # the pipeline's own every-n-th-frame rule
         t2 = perf()
         g = gate.assess(frame.image, faces)
         t3 = perf()
