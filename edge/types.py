@@ -54,6 +54,11 @@ class Reason(enum.IntEnum):
     SPOOF_DETECTED = 2
     NO_FACE_FOUND = 3
     NOT_ENOUGH_VOTES = 4  # faces were seen but too few frames were conclusive in time
+    CHALLENGE_FAILED = 5  # active liveness: a wrong action, or the face changed mid-session
+    CHALLENGE_TIMEOUT = 6  # active liveness: an asked action was not completed in its window
+    NOT_3D = 7  # active liveness: the head turn moved the face like a plane (print, screen)
+    FACE_MISMATCH = 8  # 1:1: the live face is not the template's owner
+    FACE_CHANGED = 9  # active liveness: the face left, was swapped, or a second face came in
     # frame quality (a frame that fails one of these does not vote)
     MULTIPLE_FACES = 10
     FACE_TOO_SMALL = 11
@@ -88,6 +93,14 @@ class Prompt(enum.IntEnum):
     LESS_LIGHT = 8
     ONE_PERSON_ONLY = 9
     PROCESSING = 10
+    # active liveness: one per challenge action, then "back to neutral" between actions
+    BLINK = 11
+    TURN_LEFT = 12  # the person's own left
+    TURN_RIGHT = 13  # the person's own right
+    LOOK_UP = 14
+    OPEN_MOUTH = 15
+    SMILE = 16
+    BACK_TO_NEUTRAL = 17
 
     @property
     def text(self) -> str:
@@ -106,6 +119,13 @@ _PROMPT_TEXT = {
     Prompt.LESS_LIGHT: "Too bright",
     Prompt.ONE_PERSON_ONLY: "One person at a time",
     Prompt.PROCESSING: "Checking...",
+    Prompt.BLINK: "Blink",
+    Prompt.TURN_LEFT: "Turn your head to your left",
+    Prompt.TURN_RIGHT: "Turn your head to your right",
+    Prompt.LOOK_UP: "Look up",
+    Prompt.OPEN_MOUTH: "Open your mouth",
+    Prompt.SMILE: "Smile",
+    Prompt.BACK_TO_NEUTRAL: "Look straight at the camera",
 }
 
 

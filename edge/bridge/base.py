@@ -29,6 +29,12 @@ class SessionRequest:
     nonce: bytes = b""
     origin: str = "local"  # "serial", "gpio", "local"
     deadline_ms: int | None = None  # controller's own deadline, if it sent one
+    # 1:1 comparison: the enrolled person's template sent by the controller (biometric data:
+    # held only for this session, never logged). Empty: liveness only.
+    template: bytes = field(default=b"", repr=False)
+    # Active liveness: an explicit challenge order (offline files and demos only; refused in
+    # service mode and on the wire). Empty: the order is drawn (from the nonce when there is one).
+    challenge: tuple[str, ...] = ()
     cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 
