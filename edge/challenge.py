@@ -47,7 +47,7 @@ import enum
 import math
 import secrets
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 
@@ -135,8 +135,6 @@ class ChallengeConfig:
     baseline_max_deg: float = 20.0  # a baseline needs a roughly frontal face ...
     baseline_steady_deg: float = 6.0  # ... held this steady
     wrong_factor: float = 1.3  # another action counts as done wrong at this multiple of its threshold
-    # 3-D check: the smallest non-planarity accepted during a head movement
-    min_nonplanarity: float = 0.0
     # face continuity: the largest jump of the face centre between frames (in face sizes) and
     # the largest change of face size between frames (ratio)
     max_jump: float = 0.5
@@ -157,6 +155,20 @@ class ChallengeConfig:
             raise ValueError("require_pose needs a head movement among the actions")
         if self.min_votes < 1 or self.fail_votes < 1 or self.baseline_frames < 1:
             raise ValueError("min_votes, fail_votes and baseline_frames must be positive")
+
+
+class DepthChecker(Protocol):
+    """The 3-D check the engine runs during head movements (real: :class:`edge.liveness.depth.DepthCheck`).
+
+    ``set_reference`` keeps the neutral face (copying what it needs: the mesh is borrowed);
+    ``measure`` compares a turned frame of the same face with it and returns an object with
+    ``is_3d`` (bool) and ``residual`` (float)."""
+
+    def set_reference(self, lm: FaceLandmarks) -> None: ...
+
+    def measure(self, lm: FaceLandmarks): ...
+
+    def wipe(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -213,23 +225,16 @@ class Challenge:
     MAX_BASELINE = 64
     MAX_EVENTS = 64
 
-    def __init__(
-        self,
-        config: ChallengeConfig | None = None,
-        nonplanarity: Callable[[np.ndarray, np.ndarray, float], float] | None = None,
-    ):
-        """``nonplanarity(neutral_points_px, turned_points_px, face_size_px)`` scores how far
-        the mesh motion between the two frames is from a plane (higher = more 3-D); None
-        skips the 3-D check (tests of the rest)."""
+    def __init__(self, config: ChallengeConfig | None = None, depth: DepthChecker | None = None):
+        """``depth``: the 3-D check run during head movements; None skips it (tests of the rest)."""
         self.config = config or ChallengeConfig()
-        self.nonplanarity = nonplanarity
+        self.depth = depth
         self._signals = Signals()
         # Per-person data, preallocated and wiped in place at session end.
         self._baseline_rows = np.zeros((self.MAX_BASELINE, N_SIGNALS), np.float64)
         self._base = np.zeros(N_SIGNALS, np.float64)
         self._delta = np.zeros(N_SIGNALS, np.float64)
         self._last = np.zeros(N_SIGNALS, np.float64)
-        self._neutral_points: np.ndarray | None = None
         self._started = False
         self._reset(())
 
@@ -257,7 +262,7 @@ class Challenge:
         self._vote_sum = 0.0
         self._attack_run = 0
         self._pose_done = 0
-        self._best_nonplanarity = -math.inf
+        self._seen_3d = False
         self._refusals: dict[Reason, int] = {}
         self._base.fill(0.0)
         self._baseline_rows.fill(0.0)
@@ -462,17 +467,11 @@ class Challenge:
         if self._n_base < cfg.baseline_frames or t - self._base_t0 < cfg.baseline_ms:
             return None
         np.median(rows, axis=0, out=self._base)
-        self._keep_neutral_points(lm)
+        if self.depth is not None:
+            self.depth.set_reference(lm)
         self._events.append(ChallengeEvent(self._rel(t), "baseline"))
         self._next_action(t)
         return None
-
-    def _keep_neutral_points(self, lm: FaceLandmarks) -> None:
-        if self.nonplanarity is None:
-            return
-        if self._neutral_points is None or self._neutral_points.shape != lm.points_px.shape:
-            self._neutral_points = np.zeros_like(lm.points_px)
-        self._neutral_points[...] = lm.points_px  # copy: the mesh buffer is overwritten next frame
 
     def _next_action(self, t: float) -> None:
         if self._phase is _Phase.NEUTRAL:
@@ -487,7 +486,7 @@ class Challenge:
         self._onset_t = None
         self._early = False
         self._acting = False
-        self._best_nonplanarity = -math.inf
+        self._seen_3d = False
         action = self._order[self._step]
         self._prompt = ACTION_PROMPTS[action]
         self._events.append(ChallengeEvent(self._rel(t), "prompt", action))
@@ -542,11 +541,9 @@ class Challenge:
             return None
         if s >= 1.0:
             self._acting = True
-            if action in POSE_ACTIONS and self.nonplanarity is not None and self._neutral_points is not None:
-                value = float(self.nonplanarity(self._neutral_points, lm.points_px, float(lm.face_size_px)))
-                if value > self._best_nonplanarity:
-                    self._best_nonplanarity = value
-            if action not in POSE_ACTIONS or self.nonplanarity is None or self._best_nonplanarity >= cfg.min_nonplanarity:
+            if action in POSE_ACTIONS and self.depth is not None and not self._seen_3d:
+                self._seen_3d = bool(self.depth.measure(lm).is_3d)
+            if action not in POSE_ACTIONS or self.depth is None or self._seen_3d:
                 return self._done(t, action)
             return None
         if self._acting and s < 0.5:
@@ -648,7 +645,6 @@ class Challenge:
         self._delta.fill(0.0)
         self._last.fill(0.0)
         self._signals.v.fill(0.0)
-        if self._neutral_points is not None:
-            self._neutral_points.fill(0.0)
+        if self.depth is not None:
+            self.depth.wipe()
         self._vote_sum = 0.0
-        self._best_nonplanarity = -math.inf

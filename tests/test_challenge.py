@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import types
 
 import numpy as np
 import pytest
@@ -56,8 +57,8 @@ class Driver:
     """Feeds frames 33 ms apart; a frame is a dict of lm() arguments plus optional
     ``faces``, ``score``, ``absent``. Records the prompts shown."""
 
-    def __init__(self, order, config=None, nonplanarity=None, score=0.9, **start_kw):
-        self.ch = Challenge(config or ChallengeConfig(), nonplanarity=nonplanarity)
+    def __init__(self, order, config=None, depth=None, score=0.9, **start_kw):
+        self.ch = Challenge(config or ChallengeConfig(), depth=depth)
         self.ch.start(0.0, order, session_id=7, **start_kw)
         self.t = 0.0
         self.score = score
@@ -290,30 +291,50 @@ def test_blink_only_counts_near_frontal_and_with_both_eyes():
     assert v.kind is VerdictKind.PASS
 
 
+class FakeDepth:
+    """Records the calls; answers 3-D or not as told."""
+
+    def __init__(self, is_3d):
+        self.is_3d = is_3d
+        self.refs, self.measures, self.wiped = [], [], 0
+
+    def set_reference(self, lm):
+        self.refs.append(lm.yaw_deg)
+
+    def measure(self, lm):
+        self.measures.append(lm.yaw_deg)
+        return types.SimpleNamespace(is_3d=self.is_3d, residual=0.05 if self.is_3d else 0.001)
+
+    def wipe(self):
+        self.wiped += 1
+
+
 def test_not_3d_when_the_turn_moves_like_a_plane():
-    flat = lambda a, b, size: 0.001  # noqa: E731
-    d = Driver(("turn_left",), ChallengeConfig(k=1, min_nonplanarity=0.02), nonplanarity=flat)
+    d = Driver(("turn_left",), ChallengeConfig(k=1), depth=FakeDepth(False))
     d.feed(neutral(15))
     v = respond(d, turn("yaw", 25.0))
     assert v.kind is VerdictKind.FAIL and v.reason is Reason.NOT_3D
-    calls = []
-
-    def solid(a, b, size):
-        calls.append((a.shape, b.shape, size))
-        return 0.05
-
-    d = Driver(("turn_left",), ChallengeConfig(k=1, min_nonplanarity=0.02), nonplanarity=solid)
+    depth = FakeDepth(True)
+    d = Driver(("turn_left",), ChallengeConfig(k=1), depth=depth)
     d.feed(neutral(15))
     v = respond(d, turn("yaw", 25.0)) or d.feed(neutral(5))
-    assert v.kind is VerdictKind.PASS and calls and calls[0] == ((N_POINTS, 3), (N_POINTS, 3), 90.0)
+    assert v.kind is VerdictKind.PASS
+    assert depth.refs == [0.0] and depth.measures and min(depth.measures) >= 15.0  # only turned frames
 
 
 def test_not_3d_when_held_turned_until_the_window_ends():
-    flat = lambda a, b, size: 0.0  # noqa: E731
-    d = Driver(("turn_left",), ChallengeConfig(k=1, min_nonplanarity=0.02), nonplanarity=flat)
+    d = Driver(("turn_left",), ChallengeConfig(k=1), depth=FakeDepth(False))
     d.feed(neutral(15))
     v = respond(d, ramp("yaw", 0, 25, 5) + [dict(yaw=25.0)] * 200)
     assert v.reason is Reason.NOT_3D
+
+
+def test_no_3d_check_for_expressions():
+    depth = FakeDepth(False)
+    d = Driver(("smile",), ChallengeConfig(k=1, require_pose=False), depth=depth)
+    d.feed(neutral(15))
+    v = respond(d, turn("smile", 0.8)) or d.feed(neutral(5))
+    assert v.kind is VerdictKind.PASS and depth.measures == []
 
 
 def test_a_still_image_or_frozen_stream_never_passes():
@@ -353,14 +374,16 @@ def test_origin_shifts_reported_times():
     assert v.elapsed_ms == 6000
 
 
-def test_wipe_zeroes_baseline_and_kept_mesh():
-    d = Driver(("turn_left",), ChallengeConfig(k=1), nonplanarity=lambda a, b, s: 1.0)
+def test_wipe_zeroes_baseline_and_signals_and_the_3d_reference():
+    depth = FakeDepth(True)
+    d = Driver(("turn_left",), ChallengeConfig(k=1), depth=depth)
     d.feed(neutral(15, smile=0.3, blink=0.2))
     ch = d.ch
-    assert ch._base.any() and ch._neutral_points.any()
+    assert ch._base.any() and ch._baseline_rows.any()
     ch.wipe()
-    for buf in (ch._baseline_rows, ch._base, ch._delta, ch._last, ch._signals.v, ch._neutral_points):
+    for buf in (ch._baseline_rows, ch._base, ch._delta, ch._last, ch._signals.v):
         assert not buf.any()
+    assert depth.wiped == 1
 
 
 # -- the order ----------------------------------------------------------------------------------
