@@ -112,6 +112,8 @@ class Pipeline:
         self.landmarks = landmarks
         self.challenge = Challenge(challenge or ChallengeConfig(), depth) if mode != "passive" else None
         self.step_up_band = step_up_band
+        # `edge run --challenge` (demos, offline files): the same order every session.
+        self.fixed_order: tuple[str, ...] = ()
         self.every_n_frames = max(1, int(every_n_frames))
         self.read_timeout_s = read_timeout_s
         self._clock_ns = clock_ns
@@ -277,6 +279,8 @@ class Pipeline:
         cfg = self.challenge.config
         if request.challenge:
             return tuple(request.challenge)
+        if self.fixed_order:
+            return self.fixed_order
         if request.challenge_seed:
             return draw(request.challenge_seed, cfg.k, cfg.actions, cfg.require_pose)
         return random_order(cfg.k, cfg.actions, require_pose=cfg.require_pose)
@@ -501,4 +505,5 @@ def make_scorer(config, *, score_to_end: bool = False) -> _Scorer:
     (``score_to_end``: score every frame of a clip, not only those up to the verdict)."""
     from edge.assemble import build_pipeline
 
-    return _Scorer(build_pipeline(config), score_to_end=score_to_end)
+    # The passive models' own figures: the challenge is evaluated by `edge eval --active`.
+    return _Scorer(build_pipeline(config, mode="passive"), score_to_end=score_to_end)
