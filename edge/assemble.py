@@ -32,6 +32,34 @@ def decision_config(cfg: Config) -> DecisionConfig:
     return DecisionConfig(**{f.name: getattr(cfg.decision, f.name) for f in dataclasses.fields(DecisionConfig)})
 
 
+def challenge_config(cfg: Config):
+    """The challenge engine's thresholds: the [challenge] section, with the passive votes
+    judged by the [decision] section's threshold and vote counts."""
+    from edge.challenge import ChallengeConfig
+
+    c = cfg.challenge
+    return ChallengeConfig(
+        k=c.k,
+        actions=tuple(c.actions),
+        require_pose=c.require_pose,
+        baseline_ms=c.baseline_ms,
+        reaction_ms=c.reaction_ms,
+        response_ms=c.response_ms,
+        neutral_ms=c.neutral_ms,
+        max_gap_ms=c.max_gap_ms,
+        no_face_ms=cfg.decision.no_face_ms,
+        baseline_timeout_ms=cfg.decision.timeout_ms,
+        turn_deg=c.turn_deg,
+        look_up_deg=c.look_up_deg,
+        blink_delta=c.blink_delta,
+        mouth_delta=c.mouth_delta,
+        smile_delta=c.smile_delta,
+        threshold=cfg.decision.threshold,
+        min_votes=cfg.decision.pass_votes,
+        fail_votes=cfg.decision.fail_votes,
+    )
+
+
 def model_path(cfg: Config, name: str) -> Path:
     """The verified file to load for model ``name``.
 
@@ -90,8 +118,19 @@ def build_gate(cfg: Config):
     return QualityGate(q) if cfg.quality.enabled else SimpleGate(q)
 
 
-def build_pipeline(cfg: Config, *, on_progress=None):
-    """Load and verify the models and return a ready :class:`~edge.pipeline.Pipeline`."""
+def build_landmarks(cfg: Config):
+    """The face-mesh stage (mesh, pose, blendshapes) for the active challenge."""
+    from edge.landmarks.mesh import MeshLandmarker
+
+    if cfg.models.accelerator == "edgetpu":
+        # The mesh has no Edge TPU build: it runs on the CPU beside the TPU models (said, not silent).
+        log.warning("the face mesh runs on the CPU: it has no Edge TPU build")
+    return MeshLandmarker.from_registry("float32", threads=cfg.models.threads)
+
+
+def build_pipeline(cfg: Config, *, on_progress=None, mode: str | None = None):
+    """Load and verify the models and return a ready :class:`~edge.pipeline.Pipeline`
+    (``mode`` overrides ``liveness.mode``: ``edge eval`` scores the passive models alone)."""
     from edge.detect.blazeface import BlazeFaceDetector, BlazeFaceOptions
     from edge.liveness.minifasnet import MiniFASNetEnsemble
     from edge.models import registry
@@ -122,6 +161,18 @@ def build_pipeline(cfg: Config, *, on_progress=None):
     except BaseException:
         detector.close()
         raise
+    mode = mode or cfg.liveness.mode
+    landmarks = depth = None
+    if mode != "passive":
+        from edge.liveness.depth import DepthCheck
+
+        try:
+            landmarks = build_landmarks(cfg)
+        except BaseException:
+            detector.close()
+            liveness.close()
+            raise
+        depth = DepthCheck(cfg.challenge.depth_threshold)
     return Pipeline(
         detector,
         liveness,
@@ -130,6 +181,11 @@ def build_pipeline(cfg: Config, *, on_progress=None):
         every_n_frames=cfg.detector.every_n_frames,
         read_timeout_s=cfg.camera.read_timeout_s,
         on_progress=on_progress,
+        mode=mode,
+        landmarks=landmarks,
+        challenge=challenge_config(cfg) if mode != "passive" else None,
+        depth=depth,
+        step_up_band=(cfg.liveness.step_up_low, cfg.liveness.step_up_high),
     )
 
 

@@ -94,14 +94,17 @@ def cmd_check(args) -> int:
     from edge.assemble import build_pipeline
     from edge.camera import open_camera
 
-    cfg = config_mod.load(args.config)
+    from edge.bridge.base import SessionRequest
+
+    cfg = config_mod.load(args.config, overrides=_mode_overrides(args))
+    order = _challenge_order(args, cfg)
     inputs = expand_inputs(args.paths)
     results = []
     progress = _Progress(len(inputs), "checking", enabled=None if not args.no_progress else False)
     with build_pipeline(cfg) as pipeline:
-        for label, spec in inputs:
+        for i, (label, spec) in enumerate(inputs, 1):
             camera = open_camera(spec)
-            outcome = pipeline.run_session(camera, keep_scores=True)
+            outcome = pipeline.run_session(camera, SessionRequest(session_id=i, challenge=order), keep_scores=True)
             row = {"input": label, **outcome.verdict.to_dict(), "score": None if outcome.score is None else round(outcome.score, 6)}
             row.pop("session_id", None)
             results.append(row)
@@ -111,6 +114,30 @@ def cmd_check(args) -> int:
     if not args.json:
         _print_table(results)
     return 0
+
+
+def _mode_overrides(args) -> dict:
+    return {"liveness": {"mode": args.mode}} if getattr(args, "mode", None) else {}
+
+
+def _challenge_order(args, cfg, *, service: bool = False) -> tuple[str, ...]:
+    """``--challenge blink,turn_left``: a fixed order for offline files and demos. A door draws
+    its order per session (from the controller's nonce): a known order could be pre-recorded."""
+    from edge.challenge import parse_actions
+
+    text = getattr(args, "challenge", None)
+    if not text:
+        return ()
+    if service:
+        raise ConfigError("--challenge", text, "no fixed challenge in service mode (each session draws its own order)")
+    if cfg.trigger.kind == "serial":
+        raise ConfigError("--challenge", text, "no fixed challenge with a controller (trigger.kind = 'serial' derives the order from its nonce)")
+    if cfg.liveness.mode == "passive":
+        raise ConfigError("--challenge", text, "liveness.mode 'active' or 'step_up' (or --mode active)")
+    try:
+        return parse_actions(text, k_max=4)
+    except ValueError as err:
+        raise ConfigError("--challenge", text, str(err)) from err
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -137,7 +164,9 @@ def cmd_run(args) -> int:
         overrides.setdefault("camera", {})["source"] = args.source
     if args.sessions is not None:
         overrides.setdefault("trigger", {})["max_sessions"] = args.sessions
+    overrides.update(_mode_overrides(args))
     cfg = config_mod.load(args.config, overrides=overrides)
+    order = _challenge_order(args, cfg, service=args.service)
     _setup_logging(cfg.logging.level, args.quiet)
     from edge.service.signals import ShutdownSignals
 
@@ -145,6 +174,7 @@ def cmd_run(args) -> int:
     # Signals first: a SIGTERM during model loading must still stop us promptly.
     with ShutdownSignals(current=lambda: handle.current if handle is not None else None) as signals:
         handle = build_runtime(cfg, service=args.service, shutdown=signals.event)
+        handle.runtime.pipeline.fixed_order = order
         with handle:
             return handle.run()
 
@@ -162,6 +192,16 @@ def cmd_config(args) -> int:
     return 0
 
 
+def _liveness_args(p) -> None:
+    p.add_argument("--mode", choices=("passive", "active", "step_up"), help="override liveness.mode")
+    p.add_argument(
+        "--challenge", metavar="ACTIONS",
+        help="a fixed challenge order, e.g. blink,turn_left (offline files and demos; refused in service mode "
+        "and with a controller). Actions: blink, turn_left, turn_right, look_up, open_mouth, smile "
+        "(left/right: the person's own)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge",
@@ -176,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="TOML config (default: built-in defaults)")
     p.add_argument("--json", action="store_true", help="one JSON object per input on stdout")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    _liveness_args(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("run", help="the main loop: wait for a trigger, run a session, report the verdict")
@@ -184,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, help="override trigger.max_sessions (with trigger.kind = 'always')")
     p.add_argument("--service", action="store_true", help="service mode: privacy guard, no core dumps, mlock, sd_notify")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only on stderr")
+    _liveness_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("config", help="print the default config, or validate a config file")

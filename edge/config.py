@@ -124,6 +124,39 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "min_brightness": Float(40.0, "minimum mean grey level of the face", 0.0, 255.0),
         "max_brightness": Float(220.0, "maximum mean grey level of the face", 0.0, 255.0),
     },
+    "liveness": {
+        "mode": Str(
+            "passive",
+            "passive: the liveness models alone; active: a random challenge of face actions read from the face "
+            "mesh with a 3-D check, the liveness models still voting on every frame (the door default); "
+            "step_up: passive first, the challenge only when the passive evidence is not clear",
+            ("passive", "active", "step_up"),
+        ),
+        "step_up_low": Float(0.2, "step_up: a passive FAIL whose mean score is below this stands", 0.0, 1.0),
+        "step_up_high": Float(0.9, "step_up: a passive PASS whose mean score is at or above this stands", 0.0, 1.0),
+    },
+    "challenge": {
+        "k": Int(2, "actions asked per session, drawn without repeats", 1, 4),
+        "actions": StrList(
+            ["blink", "turn_left", "turn_right", "look_up", "open_mouth", "smile"],
+            "the actions to draw from (turn_left/right: the person's own left/right)",
+        ),
+        "require_pose": Bool(True, "every challenge holds a head movement (turn_left, turn_right or look_up), so the 3-D check always runs"),
+        "baseline_ms": Int(400, "neutral face measured this long before the first prompt", 100, 5000),
+        "reaction_ms": Int(200, "motion starting sooner than this after a prompt was not caused by it (ignored)", 0, 2000),
+        "response_ms": Int(3000, "time to complete an action after its prompt", 500, 20000),
+        "neutral_ms": Int(2500, "time to come back to a neutral face after an action", 200, 20000),
+        "max_gap_ms": Int(500, "the face may be lost this long (else FACE_CHANGED)", 0, 5000),
+        "turn_deg": Float(15.0, "head turn left/right that completes turn_left/turn_right, from the neutral pose", 5.0, 60.0),
+        "look_up_deg": Float(12.0, "chin-up pitch that completes look_up, from the neutral pose", 5.0, 60.0),
+        "blink_delta": Float(0.35, "rise of both eyes' blink scores over the neutral face that counts as closed", 0.05, 1.0),
+        "mouth_delta": Float(0.30, "rise of the jaw-open score that completes open_mouth", 0.05, 1.0),
+        "smile_delta": Float(0.35, "rise of the smile score that completes smile", 0.05, 1.0),
+        "depth_threshold": Float(
+            0.012, "3-D check: residual of one homography over the face's rigid points, in eye-corner distances, "
+            "at or above which a head movement is 3-D", 0.0, 1.0, lo_open=True,
+        ),
+    },
     "decision": {
         "threshold": Float(0.5, "live score at or above which a frame votes live", 0.0, 1.0),
         "window": Int(5, "votes at most: split votes are decided by the mean of this many", 1, 100),
@@ -189,6 +222,8 @@ class Config:
     models: Any
     detector: Any
     quality: Any
+    liveness: Any
+    challenge: Any
     decision: Any
     trigger: Any
     output: Any
@@ -266,6 +301,23 @@ def _check_relations(s: dict, source: str | None) -> None:
         raise ConfigError("models.liveness", [], "at least one liveness model name", source=source)
     if s["trigger"].kind == "serial" and not s["serial"].port:
         raise ConfigError("serial.port", "", "a device path or URL when trigger.kind = 'serial'", source=source)
+    lv = s["liveness"]
+    if lv.step_up_low > lv.step_up_high:
+        raise ConfigError("liveness.step_up_low", lv.step_up_low, f"at most liveness.step_up_high ({lv.step_up_high})", source=source)
+    ch = s["challenge"]
+    from edge.challenge import ACTIONS, POSE_ACTIONS
+
+    for a in ch.actions:
+        if a not in ACTIONS:
+            raise ConfigError("challenge.actions", list(ch.actions), "a list of " + ", ".join(ACTIONS), source=source)
+    if len(set(ch.actions)) != len(ch.actions):
+        raise ConfigError("challenge.actions", list(ch.actions), "each action at most once", source=source)
+    if ch.k > len(ch.actions):
+        raise ConfigError("challenge.k", ch.k, f"at most the number of challenge.actions ({len(ch.actions)})", source=source)
+    if ch.require_pose and not set(ch.actions) & set(POSE_ACTIONS):
+        raise ConfigError(
+            "challenge.require_pose", True, "false, or challenge.actions holding one of " + ", ".join(POSE_ACTIONS), source=source
+        )
     if not s["camera"].source.strip():
         raise ConfigError("camera.source", s["camera"].source, "a camera spec such as video://clip.mp4", source=source)
 

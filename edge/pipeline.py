@@ -23,9 +23,11 @@ import numpy as np
 
 from edge.bridge.base import SessionRequest, Trigger, VerdictSink
 from edge.camera.base import Camera
+from edge.challenge import Challenge, ChallengeConfig, DepthChecker, draw, random_order
 from edge.decision import Decision, DecisionConfig
 from edge.detect.base import FaceDetector
 from edge.errors import CameraError, CameraLost, EndOfStream, ModelError
+from edge.landmarks.base import FaceLandmarks, LandmarkEstimator
 from edge.liveness.base import LivenessModel
 from edge.quality import QualityConfig, QualityMeasures, QualityResult, count_faces
 from edge.types import FaceBox, Prompt, Reason, Verdict, VerdictKind
@@ -34,6 +36,10 @@ log = logging.getLogger(__name__)
 
 #: Time kept back from a controller's session deadline for sending the RESULT.
 DELIVERY_MARGIN_MS = 300
+
+#: Liveness modes: passive models only; the active challenge (the passive models still
+#: voting); or passive first, stepping up to the challenge unless the passive evidence is clear.
+MODES = ("passive", "active", "step_up")
 
 
 class SimpleGate:
@@ -81,11 +87,33 @@ class Pipeline:
         read_timeout_s: float = 1.0,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         on_progress: Callable[[], None] | None = None,
+        mode: str = "passive",
+        landmarks: LandmarkEstimator | None = None,
+        challenge: ChallengeConfig | None = None,
+        depth: DepthChecker | None = None,
+        step_up_band: tuple[float, float] = (0.2, 0.9),
     ):
+        """``mode`` (one of :data:`MODES`): with ``active`` or ``step_up`` a ``landmarks``
+        stage is required; ``challenge`` holds the challenge's thresholds and
+        ``depth`` its 3-D check. ``step_up_band`` (low, high): in step-up mode a
+        passive verdict whose mean score lies below ``low`` (FAIL) or at or above ``high``
+        (PASS) stands; anything between goes on to the challenge."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        if mode != "passive" and landmarks is None:
+            raise ValueError(f"liveness mode {mode!r} needs a landmark stage")
         self.detector = detector
         self.liveness = liveness
         self.gate = gate or SimpleGate()
+        # The gate's own rule for what counts as a second face decides whom the mesh follows.
+        self._gate_config = getattr(self.gate, "config", None) or getattr(self.gate, "cfg", None) or QualityConfig()
         self.decision = Decision(decision or DecisionConfig())
+        self.mode = mode
+        self.landmarks = landmarks
+        self.challenge = Challenge(challenge or ChallengeConfig(), depth) if mode != "passive" else None
+        self.step_up_band = step_up_band
+        # `edge run --challenge` (demos, offline files): the same order every session.
+        self.fixed_order: tuple[str, ...] = ()
         self.every_n_frames = max(1, int(every_n_frames))
         self.read_timeout_s = read_timeout_s
         self._clock_ns = clock_ns
@@ -130,6 +158,11 @@ class Pipeline:
             # Decide early enough that the RESULT reaches the controller before its deadline.
             budget = max(request.deadline_ms - DELIVERY_MARGIN_MS, 0)
         decision.start(0.0, session_id=request.session_id, budget_ms=budget)
+        challenge = self.challenge
+        active = self.mode == "active"
+        if active:
+            challenge.start(0.0, self._order(request), session_id=request.session_id, budget_ms=budget)
+        judge = challenge if active else decision  # both: on_frame / on_end / on_fault
         self._n_scores = 0
         self._last_faces = ()
         last_prompt = Prompt.NONE
@@ -146,23 +179,23 @@ class Pipeline:
                     camera.open()
             except CameraError as err:
                 log.error("session %d: camera could not be opened: %s", request.session_id, err)
-                verdict = decision.on_fault(self._elapsed_ms(t_start_ns), Reason.CAMERA_OPEN_FAILED)
+                verdict = judge.on_fault(self._elapsed_ms(t_start_ns), Reason.CAMERA_OPEN_FAILED)
             finite = bool(getattr(camera, "finite", False))
             if verdict is None and sink is not None:
                 last_prompt = self._prompt(sink, request, last_prompt, Prompt.LOOK_AT_CAMERA)
             while verdict is None:
                 if request.cancel.is_set():
                     reason = Reason.SHUTDOWN if (self.shutdown is not None and self.shutdown.is_set()) else Reason.ABORTED
-                    verdict = decision.on_fault(self._elapsed_ms(t_start_ns), reason)
+                    verdict = judge.on_fault(self._elapsed_ms(t_start_ns), reason)
                     break
                 try:
                     frame = camera.read(self.read_timeout_s)
                 except EndOfStream:
-                    verdict = decided or decision.on_end(t_ms if finite else self._elapsed_ms(t_start_ns))
+                    verdict = decided or judge.on_end(t_ms if finite else self._elapsed_ms(t_start_ns))
                     break
                 except CameraLost as err:
                     log.error("session %d: camera lost: %s", request.session_id, err)
-                    verdict = decision.on_fault(self._elapsed_ms(t_start_ns), Reason.CAMERA_LOST)
+                    verdict = judge.on_fault(self._elapsed_ms(t_start_ns), Reason.CAMERA_LOST)
                     break
                 # Finite sources (files) run on their own timeline so an offline check gives the
                 # same verdict however fast this machine is; live cameras on the monotonic clock.
@@ -173,6 +206,11 @@ class Pipeline:
                 else:
                     t_ms = self._elapsed_ms(t_start_ns)
                 faces = self._faces(frame.image, frame.index)
+                mesh = None
+                if active:
+                    main, n_faces = count_faces(faces, self._gate_config)
+                    if main is not None and n_faces == 1:
+                        mesh = self.landmarks.estimate(frame.image, main)
                 gate = self.gate.assess(frame.image, faces)
                 score = None
                 if gate.ok:
@@ -183,21 +221,36 @@ class Pipeline:
                     if decided is None:
                         score_sum += score
                         n_votes += 1
-                verdict = decision.on_frame(t_ms, faces=len(faces), score=score, reason=gate.reason)
+                if active:
+                    verdict = challenge.on_frame(t_ms, faces=n_faces, landmarks=mesh, score=score, reason=gate.reason)
+                    prompt = challenge.prompt
+                    if challenge.current_action is None and not gate.ok and gate.reason is not Reason.NO_FACE_FOUND:
+                        prompt = gate.prompt  # before and after the actions the gate says what to fix
+                else:
+                    verdict = decision.on_frame(t_ms, faces=len(faces), score=score, reason=gate.reason)
+                    prompt = gate.prompt
+                    if verdict is not None and self.mode == "step_up" and not self._clear(verdict, score_sum, n_votes):
+                        # Passive evidence not clear either way: the challenge decides.
+                        log.info("session %d: passive evidence unclear, stepping up to the challenge", request.session_id)
+                        left = None if budget is None else max(budget - t_ms, 0.0)
+                        challenge.start(t_ms, self._order(request), session_id=request.session_id, budget_ms=left, origin_ms=0.0)
+                        judge, active, verdict = challenge, True, None
+                        prompt = challenge.prompt
                 if (verdict is not None and score_to_end and keep_scores and finite
                         and self._n_scores < len(self._frame_scores)):
                     decided, verdict = verdict, None
                 if verdict is None and decided is None and sink is not None:
-                    last_prompt = self._prompt(sink, request, last_prompt, gate.prompt)
+                    last_prompt = self._prompt(sink, request, last_prompt, prompt)
                 if self.on_progress is not None:
                     self.on_progress()
         except ModelError as err:
             log.error("session %d: model error: %s", request.session_id, err)
-            verdict = decision.on_fault(self._elapsed_ms(t_start_ns), Reason.MODEL_ERROR)
+            verdict = judge.on_fault(self._elapsed_ms(t_start_ns), Reason.MODEL_ERROR)
         except Exception as err:  # fail secure: whatever broke, the door stays locked
             log.error("session %d: internal error (%s)", request.session_id, type(err).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
-            verdict = decision.on_fault(self._elapsed_ms(t_start_ns), Reason.INTERNAL_ERROR)
+            verdict = judge.on_fault(self._elapsed_ms(t_start_ns), Reason.INTERNAL_ERROR)
         finally:
+            mesh = None  # borrowed from the landmark stage, wiped below
             frame = None  # drop the borrowed frame before its buffer is wiped
             frame_scores = tuple(float(s) for s in self._frame_scores[: self._n_scores]) if keep_scores else ()
             self._end_session(camera, keep_open)
@@ -219,6 +272,28 @@ class Pipeline:
         return SessionOutcome(verdict=verdict, score=mean, frame_scores=frame_scores)
 
     # ------------------------------------------------------------------------------------
+    def _order(self, request: SessionRequest) -> tuple[str, ...]:
+        """The actions to ask: an explicit order (offline files and demos; refused in service
+        mode and on the wire by the callers), else derived from the controller's nonce so the
+        controller knows it, else from the OS's CSPRNG."""
+        cfg = self.challenge.config
+        if request.challenge:
+            return tuple(request.challenge)
+        if self.fixed_order:
+            return self.fixed_order
+        if request.challenge_seed:
+            return draw(request.challenge_seed, cfg.k, cfg.actions, cfg.require_pose)
+        return random_order(cfg.k, cfg.actions, require_pose=cfg.require_pose)
+
+    def _clear(self, verdict: Verdict, score_sum: float, n_votes: int) -> bool:
+        """Step-up: whether a passive verdict stands (clear PASS, clear FAIL, or not a liveness
+        verdict at all), or the challenge must decide."""
+        if verdict.kind not in (VerdictKind.PASS, VerdictKind.FAIL) or n_votes == 0:
+            return True
+        low, high = self.step_up_band
+        mean = score_sum / n_votes
+        return mean >= high if verdict.kind is VerdictKind.PASS else mean < low
+
     def _faces(self, image: np.ndarray, index: int) -> tuple[FaceBox, ...]:
         # Between detector runs the last boxes stand in: at 30 fps a face moves a few
         # pixels per frame, well inside the liveness crop's 2.7x margin.
@@ -242,7 +317,7 @@ class Pipeline:
     def _end_session(self, camera: Camera, keep_open: bool) -> None:
         """Privacy: zero every buffer that held pixels or per-person scores."""
         self._last_faces = ()
-        for stage in (self.detector, self.liveness, self.gate):
+        for stage in (self.detector, self.liveness, self.gate, self.landmarks, self.challenge):
             wipe = getattr(stage, "wipe", None)
             if wipe is not None:
                 try:
@@ -262,8 +337,9 @@ class Pipeline:
                 log.error("camera close failed (%s)", type(err).__name__)
 
     def close(self) -> None:
-        for stage in (self.detector, self.liveness):
-            stage.close()
+        for stage in (self.detector, self.liveness, self.landmarks):
+            if stage is not None:
+                stage.close()
 
     def __enter__(self):
         return self
@@ -429,4 +505,5 @@ def make_scorer(config, *, score_to_end: bool = False) -> _Scorer:
     (``score_to_end``: score every frame of a clip, not only those up to the verdict)."""
     from edge.assemble import build_pipeline
 
-    return _Scorer(build_pipeline(config), score_to_end=score_to_end)
+    # The passive models' own figures: the challenge is evaluated by `edge eval --active`.
+    return _Scorer(build_pipeline(config, mode="passive"), score_to_end=score_to_end)

@@ -203,6 +203,10 @@ class Verdict:
     frames_seen: int  # frames read from the source
     elapsed_ms: int  # from session start to verdict, monotonic
     session_id: int = 0
+    # Active liveness: the actions asked, in order, and what happened when (edge.challenge.
+    # ChallengeEvent: times and action names only, never a measurement of the face).
+    challenge: tuple[str, ...] = ()
+    events: tuple = field(default=(), compare=False)
 
     @property
     def passed(self) -> bool:
@@ -216,4 +220,5 @@ class Verdict:
             "frames_seen": self.frames_seen,
             "elapsed_ms": self.elapsed_ms,
             "session_id": self.session_id,
+            **({"challenge": list(self.challenge), "events": [e.to_dict() for e in self.events]} if self.challenge else {}),
         }

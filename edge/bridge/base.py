@@ -35,6 +35,9 @@ class SessionRequest:
     # Active liveness: an explicit challenge order (offline files and demos only; refused in
     # service mode and on the wire). Empty: the order is drawn (from the nonce when there is one).
     challenge: tuple[str, ...] = ()
+    # Active liveness: HMAC(link key, nonce || "challenge") from a controller's START, so the
+    # controller can know the order asked (firmware_bridge.challenge). Empty: drawn locally.
+    challenge_seed: bytes = field(default=b"", repr=False)
     cancel: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
 

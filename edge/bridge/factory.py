@@ -66,6 +66,8 @@ class BridgeConfig:
     trigger_pull_up: bool | None = True
     trigger_active_high: bool | None = None
     trigger_bounce_ms: int = 50
+    # stdout sink: also print prompts as JSON lines (the active challenge's actions)
+    stdout_prompts: bool = False
     # always trigger
     always_max_sessions: int = 0  # 0 = forever
     always_pause_ms: int = 0
@@ -121,6 +123,7 @@ class BridgeConfig:
         return cls(
             trigger=t.kind,
             sinks=tuple(sinks),
+            stdout_prompts=getattr(getattr(cfg, "liveness", None), "mode", "passive") != "passive",
             serial_port=getattr(s, "port", d.serial_port),
             serial_baudrate=getattr(s, "baudrate", d.serial_baudrate),
             key_file=getattr(s, "key_file", d.key_file),
@@ -219,7 +222,7 @@ def open_bridge(cfg: BridgeConfig) -> tuple[Trigger, VerdictSink]:
             trigger = AlwaysTrigger(cfg.always_max_sessions or None, cfg.always_pause_ms / 1000.0)
         for kind in cfg.sinks:
             if kind == "stdout":
-                sinks.append(JsonLinesSink())
+                sinks.append(JsonLinesSink(prompts=cfg.stdout_prompts))
             elif kind == "serial":
                 sinks.append(serial_bridge)
             elif kind == "relay":

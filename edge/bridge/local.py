@@ -55,17 +55,24 @@ class AlwaysTrigger:
 
 
 class JsonLinesSink:
-    """One JSON object per verdict (``Verdict.to_dict()``) on stdout, for ``edge run`` without a controller."""
+    """One JSON object per verdict (``Verdict.to_dict()``) on stdout, for ``edge run`` without a
+    controller; with ``prompts``, also one per prompt (``{"prompt": "BLINK", "text": "Blink",
+    "session_id": 1}``: a line with a ``prompt`` key is advice, one with ``verdict`` the outcome)."""
 
-    def __init__(self, stream: IO[str] | None = None):
+    def __init__(self, stream: IO[str] | None = None, *, prompts: bool = False):
         self._stream = stream
+        self._prompts = prompts
         self._lock = threading.Lock()
 
     def prompt(self, request: SessionRequest, prompt: Prompt) -> None:
-        pass
+        if self._prompts:
+            self._write({"prompt": prompt.name, "text": prompt.text, "session_id": request.session_id})
 
     def result(self, request: SessionRequest, verdict: Verdict) -> None:
-        line = json.dumps(verdict.to_dict(), separators=(",", ":"))
+        self._write(verdict.to_dict())
+
+    def _write(self, obj: dict) -> None:
+        line = json.dumps(obj, separators=(",", ":"))
         with self._lock:
             stream = self._stream or sys.stdout
             stream.write(line + "\n")

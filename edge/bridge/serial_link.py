@@ -17,6 +17,7 @@ import time
 from typing import Callable
 
 from firmware_bridge import protocol as P
+from firmware_bridge.challenge import challenge_seed
 from edge.bridge.base import SessionRequest
 from edge.errors import BridgeError
 from edge.types import Prompt, Reason, Verdict
@@ -59,6 +60,8 @@ class SerialBridge:
         self._ser = open_serial(port, baudrate) if isinstance(port, str) else port
         self.port_name = port if isinstance(port, str) else getattr(port, "name", repr(port))
         self._codec = P.Codec(key, P.DIR_RUNTIME)
+        # The challenge order is HMAC(key, nonce || "challenge"): the controller can know it.
+        self._challenge_key = bytes(key)
         self.heartbeat_interval_s = heartbeat_interval_s
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.result_retry_s = result_retry_ms / 1000.0
@@ -350,6 +353,7 @@ class SerialBridge:
                     nonce=m.nonce,
                     origin="serial",
                     deadline_ms=m.deadline_ms or None,
+                    challenge_seed=challenge_seed(self._challenge_key, m.nonce),
                 )
                 self._current = req
                 self._started_at[(req.session_id, req.nonce)] = self._clock()
