@@ -157,6 +157,7 @@ class ModelManifest:
     output: OutputSpec
     artifacts: Mapping[str, Artifact] = field(default_factory=lambda: MappingProxyType({}))
     source: Path | None = None  # the manifest file
+    optional: bool = False  # not built (nor required by verify) unless asked for by name
 
     def artifact(self, variant: str) -> Artifact:
         try:
@@ -321,6 +322,7 @@ def parse_manifest(path: Path, data: Mapping[str, Any]) -> ModelManifest:
         output=out,
         artifacts=MappingProxyType(arts),
         source=path,
+        optional=r.get("optional", bool, "true or false", default=False),
     )
 
 

@@ -140,7 +140,10 @@ def run_verify(
         for variant, art in m.artifacts.items():
             path = build_dir() / art.file
             if not path.is_file():
-                checks.append(Check(m.name, f"{variant} sha256", "missing", "built", False))
+                if m.optional:
+                    skipped.append(f"{m.name} {variant}: optional, not built (edge models build --model {m.name})")
+                else:
+                    checks.append(Check(m.name, f"{variant} sha256", "missing", "built", False))
                 continue
             actual = sha256_file(path)
             ok = actual == art.sha256

@@ -1,0 +1,183 @@
+"""Per-frame face meshes of a clip or image, computed once and held in memory.
+
+The active-liveness evaluations replay the challenge engine and the 3-D check
+many times on the same recordings; running the detector and the mesh model is
+the expensive part, so each recording is measured once into a
+:class:`MeshSeries` (plain arrays) and replayed from there. Nothing is written
+to disk: meshes are biometric data, and the evaluation holds them only for the
+length of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from edge.landmarks.base import N_BLENDSHAPES, N_POINTS, FaceLandmarks
+from edge.types import FaceBox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MeshSeries:
+    """The face mesh of every frame of one recording (``present[i]`` False: no face or no mesh).
+
+    ``points`` (F, 478, 3) float32 image pixels; ``pose`` (F, 3) yaw, pitch, roll in degrees;
+    ``blendshapes`` (F, 52); ``face_size`` (F,) px; ``boxes`` (F, 4) x, y, w, h; ``faces`` (F,)
+    the number of faces the detector saw.
+    """
+
+    name: str
+    fps: float
+    present: np.ndarray = field(repr=False)
+    points: np.ndarray = field(repr=False)
+    pose: np.ndarray = field(repr=False)
+    blendshapes: np.ndarray = field(repr=False)
+    face_size: np.ndarray = field(repr=False)
+    presence: np.ndarray = field(repr=False)
+    boxes: np.ndarray = field(repr=False)
+    faces: np.ndarray = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.present.shape[0])
+
+    @property
+    def yaw(self) -> np.ndarray:
+        return self.pose[:, 0]
+
+    @property
+    def pitch(self) -> np.ndarray:
+        return self.pose[:, 1]
+
+    @property
+    def roll(self) -> np.ndarray:
+        return self.pose[:, 2]
+
+    def landmarks(self, i: int) -> FaceLandmarks | None:
+        """Frame ``i`` as the landmark stage would have returned it (arrays are views)."""
+        if not self.present[i]:
+            return None
+        x, y, w, h = (float(v) for v in self.boxes[i])
+        return FaceLandmarks(
+            points_px=self.points[i], blendshapes=self.blendshapes[i], presence=float(self.presence[i]),
+            yaw_deg=float(self.pose[i, 0]), pitch_deg=float(self.pose[i, 1]), roll_deg=float(self.pose[i, 2]),
+            face_size_px=float(self.face_size[i]), box=FaceBox(x, y, w, h, 1.0),
+        )
+
+    @classmethod
+    def empty(cls, name: str, n: int, fps: float) -> "MeshSeries":
+        return cls(name=name, fps=fps, present=np.zeros(n, bool), points=np.zeros((n, N_POINTS, 3), np.float32),
+                   pose=np.zeros((n, 3), np.float32), blendshapes=np.zeros((n, N_BLENDSHAPES), np.float32),
+                   face_size=np.zeros(n, np.float32), presence=np.zeros(n, np.float32),
+                   boxes=np.zeros((n, 4), np.float32), faces=np.zeros(n, np.int16))
+
+    def wipe(self) -> None:
+        for a in (self.present, self.points, self.pose, self.blendshapes, self.face_size, self.presence,
+                  self.boxes, self.faces):
+            a.fill(0)
+
+
+class Measurer:
+    """Detector + landmark stage on single images: the largest face's mesh, or None."""
+
+    def __init__(self, detector, landmarker):
+        self.detector = detector
+        self.landmarker = landmarker
+
+    def __call__(self, image: np.ndarray, near: tuple[float, float] | None = None
+                 ) -> tuple[FaceLandmarks | None, int]:
+        """The mesh of the largest face, or with ``near`` of the face whose centre is nearest that point."""
+        faces = self.detector.detect(image)
+        if not faces:
+            return None, 0
+        if near is None:
+            face = max(faces, key=lambda f: f.area)
+        else:
+            face = min(faces, key=lambda f: (f.cx - near[0]) ** 2 + (f.cy - near[1]) ** 2)
+        return self.landmarker.estimate(image, face), len(faces)
+
+    def close(self) -> None:
+        for stage in (self.landmarker, self.detector):
+            close = getattr(stage, "close", None)
+            if callable(close):
+                close()
+
+
+def read_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Decoded BGR frames of a video, GIF or single image."""
+    p = Path(path)
+    if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp"):
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise OSError(f"cannot read image {p}")
+        yield img
+        return
+    cap = cv2.VideoCapture(str(p))
+    if not cap.isOpened():
+        raise OSError(f"cannot open video {p}")
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield frame
+    finally:
+        cap.release()
+
+
+def measure_series(name: str, frames: Iterable[np.ndarray], n: int, fps: float,
+                   measure: Callable[[np.ndarray], tuple[FaceLandmarks | None, int]]) -> MeshSeries:
+    """Measure up to ``n`` frames into a new :class:`MeshSeries` (fewer decoded frames: the rest stay absent)."""
+    s = MeshSeries.empty(name, n, fps)
+    count = 0
+    for i, frame in enumerate(frames):
+        if i >= n:
+            break
+        count += 1
+        lm, nfaces = measure(frame)
+        s.faces[i] = nfaces
+        if lm is None:
+            continue
+        s.present[i] = True
+        s.points[i] = lm.points_px
+        s.pose[i] = (lm.yaw_deg, lm.pitch_deg, lm.roll_deg)
+        s.blendshapes[i] = lm.blendshapes
+        s.face_size[i] = lm.face_size_px
+        s.presence[i] = lm.presence
+        s.boxes[i] = (lm.box.x, lm.box.y, lm.box.w, lm.box.h)
+    if count < n:
+        log.warning("%s: decoded %d of %d frames", name, count, n)
+    return s
+
+
+def default_measurer(config=None) -> Measurer:
+    """BlazeFace + the face-mesh landmark stage as the runtime builds them."""
+    from edge.errors import EdgeError
+
+    try:
+        from edge.landmarks.mesh import MeshLandmarker  # type: ignore[import-not-found]
+    except ImportError as err:
+        raise EdgeError("the face-mesh landmark stage (edge.landmarks.mesh.MeshLandmarker) is missing from this "
+                        "build; the active-liveness evaluations need it") from err
+    from edge import config as cfgmod
+    from edge.assemble import model_path
+    from edge.detect.blazeface import BlazeFaceDetector, BlazeFaceOptions
+
+    cfg = config if config is not None else cfgmod.load(None)
+    detector = BlazeFaceDetector(
+        model_path(cfg, cfg.models.detector),
+        BlazeFaceOptions(min_score=cfg.detector.min_score, iou_threshold=cfg.detector.iou_threshold,
+                         max_faces=cfg.detector.max_faces, threads=cfg.models.threads),
+    )
+    try:
+        landmarker = MeshLandmarker.from_config(cfg)
+    except BaseException:
+        detector.close()
+        raise
+    return Measurer(detector, landmarker)
