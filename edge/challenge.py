@@ -133,7 +133,7 @@ class ChallengeConfig:
     frontal_deg: float = 12.0  # blinks count only this close to the neutral pose
     neutral_deg: float = 7.0
     neutral_delta: float = 0.20
-    baseline_max_deg: float = 20.0  # a baseline needs a roughly frontal face ...
+    baseline_max_deg: float = 25.0  # a baseline needs a roughly frontal face (cameras sit off-axis) ...
     baseline_steady_deg: float = 6.0  # ... held this steady
     wrong_factor: float = 1.3  # another action counts as done wrong at this multiple of its threshold
     # face continuity: the largest jump of the face centre between frames (in face sizes) and

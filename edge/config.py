@@ -126,7 +126,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "liveness": {
         "mode": Str(
-            "passive",
+            "active",
             "passive: the liveness models alone; active: a random challenge of face actions read from the face "
             "mesh with a 3-D check, the liveness models still voting on every frame (the door default); "
             "step_up: passive first, the challenge only when the passive evidence is not clear",
