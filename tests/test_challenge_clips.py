@@ -114,3 +114,49 @@ def test_a_frozen_frame_of_the_same_person_never_passes(active_pipeline, tmp_pat
         # A looped still file runs until the challenge times out; a live camera frozen on one
         # frame is a camera FAULT before that (edge.camera's freeze detection).
         assert out.verdict.kind.value == "FAIL" and out.verdict.reason.name == "CHALLENGE_TIMEOUT", out.verdict
+
+
+def _arrays(obj, seen=None, path="pipeline"):
+    """Every numpy array reachable through the attributes of ``obj`` (one level of nesting per object)."""
+    import numpy as np
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return
+    seen.add(id(obj))
+    for name, value in vars(obj).items():
+        where = f"{path}.{name}"
+        if isinstance(value, np.ndarray):
+            yield where, value
+        elif isinstance(value, (list, tuple)):
+            for i, v in enumerate(value):
+                if isinstance(v, np.ndarray):
+                    yield f"{where}[{i}]", v
+        elif hasattr(value, "__dict__") and type(value).__module__.startswith("edge."):
+            yield from _arrays(value, seen, where)
+
+
+def test_an_active_session_leaves_no_mesh_pose_blendshape_or_baseline_behind(answer_clip, active_pipeline):
+    """Privacy: a session leaves every buffer of the landmark stage, the challenge engine and its
+    3-D check exactly as it found it: per-person buffers (points, blendshapes, poses, baselines,
+    the neutral reference) zero again, model constants (the canonical face) unchanged."""
+    import numpy as np
+
+    from edge.bridge.base import SessionRequest
+    from edge.camera import open_camera
+
+    p = active_pipeline
+    p.landmarks.wipe()
+    p.challenge.wipe()
+    stages = {"landmarks": p.landmarks, "challenge": p.challenge, "depth": p.challenge.depth}
+    before = {w: a.copy() for label, st in stages.items() for w, a in _arrays(st, path=label)}
+    assert len(before) >= 15
+    out = p.run_session(open_camera(f"video://{answer_clip}"), SessionRequest(1, challenge=("blink", "turn_left")))
+    assert out.verdict.kind.value == "PASS"
+    after = {w: a for label, st in stages.items() for w, a in _arrays(st, path=label)}
+    assert after.keys() == before.keys()
+    for where, arr in after.items():
+        assert np.array_equal(arr, before[where]), f"{where} changed by the session and was not wiped"
+    zero = [w for w, a in before.items() if not a.any()]
+    assert any("points" in w for w in zero) and any("blend" in w for w in zero) and any("baseline" in w for w in zero), zero
+    assert not p.challenge.depth.has_reference
