@@ -117,7 +117,7 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q)) if values else float("nan")
 
 
-def _build(variant: str, threads: int, every_n: int | None, schedule: str | None):
+def _build(variant: str, threads: int, every_n: int | None, schedule: str | None, mode: str | None = None):
     """The pipeline as `edge run` builds it from the default config, with the bench's overrides."""
     from edge import config as config_mod
     from edge.assemble import build_pipeline
@@ -128,6 +128,8 @@ def _build(variant: str, threads: int, every_n: int | None, schedule: str | None
     overrides: dict[str, Any] = {"models": models}
     if every_n is not None:
         overrides["detector"] = {"every_n_frames": every_n}
+    if mode is not None:
+        overrides["liveness"] = {"mode": mode}
     cfg = config_mod.load(None, overrides=overrides)
     return build_pipeline(cfg), cfg
 
@@ -142,17 +144,21 @@ def run_worker(args: argparse.Namespace) -> dict:
     from edge.liveness.crop import crop_face
 
     t_load = time.perf_counter()
-    pipeline, cfg = _build(args.variant, args.threads, args.every_n, args.liveness_schedule)
+    from edge.quality import count_faces
+
+    pipeline, cfg = _build(args.variant, args.threads, args.every_n, args.liveness_schedule, getattr(args, "mode", None))
     every_n = cfg.detector.every_n_frames
     load_s = time.perf_counter() - t_load
     liveness, gate, decision = pipeline.liveness, pipeline.gate, pipeline.decision
     scales = _crop_scales(liveness)
     crop_bufs = [np.zeros((80, 80, 3), np.uint8) for _ in scales]
-    mesh = None
-    if getattr(args, "landmarks", False):
-        from edge.landmarks.mesh import MeshLandmarker
-
-        mesh = MeshLandmarker.from_registry("float32", threads=args.threads)
+    # Active modes: the pipeline's own landmark stage on the one counted face, and the challenge
+    # engine in the decision's place (a fixed order; restarted whenever it decides).
+    active = pipeline.mode != "passive"
+    mesh = pipeline.landmarks if active else None
+    challenge = pipeline.challenge if active else None
+    order = ("blink", "turn_left")
+    gate_cfg = pipeline._gate_config
     camera = open_camera(args.source)
     times = {k: [] for k in STAGES}
     e2e: list[float] = []
@@ -166,7 +172,12 @@ def run_worker(args: argparse.Namespace) -> dict:
         t1 = perf()
         faces = pipeline._faces(frame.image, frame.index)  # the pipeline's own every-n-th-frame rule
         t2 = perf()
-        lm = mesh.estimate(frame.image, max(faces, key=lambda f: f.area)) if mesh is not None and faces else None
+        lm = None
+        n_faces = len(faces)
+        if mesh is not None:
+            main, n_faces = count_faces(faces, gate_cfg)
+            if main is not None and n_faces == 1:
+                lm = mesh.estimate(frame.image, main)
         t_lm = perf()
         lm_s = t_lm - t2
         g = gate.assess(frame.image, faces, landmarks=lm)
@@ -185,7 +196,10 @@ def run_worker(args: argparse.Namespace) -> dict:
             t4 = perf()
             live_s = 0.0
         t_ms = frame.timestamp_ns / 1e6
-        if decision.on_frame(t_ms, faces=len(faces), score=score, reason=g.reason) is not None:
+        if challenge is not None:
+            if challenge.on_frame(t_ms, faces=n_faces, landmarks=lm, score=score, reason=g.reason) is not None:
+                challenge.start(t_ms, order)
+        elif decision.on_frame(t_ms, faces=len(faces), score=score, reason=g.reason) is not None:
             decision.start(t_ms)
         t5 = perf()
         if record:
@@ -199,6 +213,8 @@ def run_worker(args: argparse.Namespace) -> dict:
 
     with camera:
         decision.start(0.0)
+        if challenge is not None:
+            challenge.start(0.0, order)
         for _ in range(args.warmup):
             frame_step(False)
         cpu0 = time.process_time()
@@ -226,15 +242,16 @@ def run_worker(args: argparse.Namespace) -> dict:
         cur, peak = tracemalloc.get_traced_memory()
         blocks1 = sys.getallocatedblocks()
         tracemalloc.stop()
-    if mesh is not None:
-        mesh.close()
     pipeline_close = getattr(pipeline, "close", None)
-    verdict = verdict_latency(pipeline, args)
+    # A still held for 3 s cannot answer a challenge: the active modes' time to verdict for a
+    # responding person is simulated by `edge eval --active` instead.
+    verdict = verdict_latency(pipeline, args) if not active else None
     if pipeline_close:
         pipeline_close()
     n = len(e2e)
     return {
-        "pipeline": f"edge {args.variant}" + (" +mesh" if mesh is not None else ""),
+        "pipeline": f"edge {args.variant}" + (" active" if active else ""),
+        "mode": pipeline.mode,
         "variant": args.variant,
         "threads": args.threads,
         "every_n": every_n,
@@ -445,8 +462,8 @@ def orchestrate(args: argparse.Namespace) -> dict:
                     cmd += ["--liveness-schedule", args.liveness_schedule]
                 if live_clip:
                     cmd += ["--live-clip", live_clip]
-                if args.landmarks:
-                    cmd += ["--landmarks"]
+                if args.mode:
+                    cmd += ["--mode", args.mode]
                 log.info("running %s", " ".join(cmd))
                 r = _best([_run_json(cmd, timeout=1800) for _ in range(args.repeat)])
                 r.setdefault("pipeline", f"edge {variant}")
@@ -487,8 +504,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--upstream-src", default=os.environ.get("EDGE_UPSTREAM_SRC"), metavar="DIR",
                    help="a local checkout of Silent-Face-Anti-Spoofing (never fetched by the bench): also run "
                         "upstream's own code ($EDGE_UPSTREAM_SRC)")
-    p.add_argument("--landmarks", action="store_true",
-                   help="also run the active mode's landmark stage (478-point mesh, blendshapes, pose; float32)")
+    p.add_argument("--mode", choices=("passive", "active", "step_up"),
+                   help="liveness mode (default: the config default, active): active adds the landmark stage "
+                        "(478-point mesh, blendshapes, pose; float32) and runs the challenge engine as the decision")
     p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON to FILE")
     # internal: one configuration in a fresh process
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
