@@ -180,6 +180,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "card_facility": Int(0, "with card_on_pass: 26-bit Wiegand (H10301) facility code", 0, 255),
         "card_number": Int(0, "with card_on_pass: 26-bit Wiegand (H10301) card number", 0, 65535),
         "keypad_on_other": Str("", "with card_on_pass: keys (0-9, *, #) reported on any verdict but PASS; empty: nothing"),
+        "led_red_pin": Int(-1, "BCM pin of this device's own red LED (-1: none); with the green one, amber = both", -1, 53),
+        "led_green_pin": Int(-1, "BCM pin of this device's own green LED (-1: none); reported in PDCAP when set", -1, 53),
     },
     "service": {
         "guard": Bool(True, "refuse file writes and non-local sockets while a session runs (service mode)"),

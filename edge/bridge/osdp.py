@@ -316,6 +316,12 @@ class OsdpSettings:
     card_facility: int = 0
     card_number: int = 0
     keypad_on_other: str = ""
+    led_red_pin: int = -1
+    led_green_pin: int = -1
+
+    @property
+    def has_led(self) -> bool:
+        return self.led_red_pin >= 0 or self.led_green_pin >= 0
 
     @classmethod
     def from_config(cls, section) -> "OsdpSettings":
@@ -378,6 +384,50 @@ def write_key_file(path: str | os.PathLike, key: bytes) -> None:
             os.close(dfd)
     except OSError:
         pass
+
+
+# ------------------------------------------------------------------------------------ the reader's own LED
+
+#: Guidance colours: amber = look at the camera (any prompt), green = PASS, red = anything else.
+PROMPT_COLOUR = "amber"
+VERDICT_COLOUR = {True: "green", False: "red"}
+
+
+class LocalLed:
+    """This device's own red/green LED pair on GPIO (amber = both), through gpiozero; the
+    panel's LED commands drive it too (OSDP colours: 1 red, 2 green, 3 amber, 0 off)."""
+
+    OSDP_COLOURS = {0: "off", 1: "red", 2: "green", 3: "amber"}
+
+    def __init__(self, red_pin: int, green_pin: int, pin_factory=None):
+        from gpiozero import DigitalOutputDevice
+
+        self._red = self._green = None
+        try:
+            if red_pin >= 0:
+                self._red = DigitalOutputDevice(red_pin, initial_value=False, pin_factory=pin_factory)
+            if green_pin >= 0:
+                self._green = DigitalOutputDevice(green_pin, initial_value=False, pin_factory=pin_factory)
+        except Exception as err:
+            self.close()
+            raise BridgeError(f"cannot open the reader LED on GPIO {red_pin}/{green_pin} ({err}); check "
+                              f"osdp.led_red_pin / osdp.led_green_pin") from err
+        self.colour = "off"
+
+    def set(self, colour: str) -> None:
+        self.colour = colour
+        for dev, on in ((self._red, colour in ("red", "amber")), (self._green, colour in ("green", "amber"))):
+            if dev is not None:
+                dev.value = on
+
+    def close(self) -> None:
+        for dev in (self._red, self._green):
+            if dev is not None:
+                try:
+                    dev.off()
+                finally:
+                    dev.close()
+        self._red = self._green = None
 
 
 # ------------------------------------------------------------------------------------ the reader
@@ -483,6 +533,9 @@ class OsdpBridge:
         ]
         if s.card_on_pass:
             caps.append({"function_code": osdp_sys.CAP_CARD_DATA_FORMAT, "compliance_level": 1, "num_items": 0})
+        self.led = LocalLed(s.led_red_pin, s.led_green_pin) if s.has_led else None
+        if self.led is not None:
+            caps.append({"function_code": osdp_sys.CAP_READER_LED_CONTROL, "compliance_level": 1, "num_items": 1})
         if s.keypad_on_other:
             caps.append({"function_code": osdp_sys.CAP_READERS, "compliance_level": 0, "num_items": 0})
         info = {
@@ -496,6 +549,8 @@ class OsdpBridge:
             self._ctx = osdp_sys.PeripheralDevice(info, capabilities=caps)
         except Exception as err:
             self._ser.close()
+            if self.led is not None:
+                self.led.close()
             raise BridgeError(f"libosdp refused the reader set-up ({err}); check [osdp]") from err
         self._osdp = osdp_sys
         self._ctx.set_command_callback(self._on_command_safe)
@@ -525,6 +580,8 @@ class OsdpBridge:
         if sess is None:
             return
         self.counters["prompts"] += 1
+        if self.led is not None:
+            self.led.set(PROMPT_COLOUR)
         self._submit_mfgrep(pack_prompt(request.session_id, int(prompt), prompt.text))
 
     def result(self, request: SessionRequest, verdict: Verdict) -> bool:
@@ -533,6 +590,8 @@ class OsdpBridge:
         if request.origin != "osdp":
             return False
         self._update_tamper(verdict)
+        if self.led is not None:
+            self.led.set(VERDICT_COLOUR[verdict.passed])
         with self._lock:
             sess = self._current if self._current is not None and self._current.request is request else None
         if sess is None or sess.dead:
@@ -610,6 +669,8 @@ class OsdpBridge:
             self._ser.close()
         except Exception as err:
             log.debug("OSDP port close: %s", err)
+        if self.led is not None:
+            self.led.close()
 
     def __enter__(self):
         return self
@@ -648,6 +709,9 @@ class OsdpBridge:
         with self._lock:
             if self._current is sess:
                 self._current = None
+        c = self.counters
+        log.info("session %d ended; totals: %d prompt(s) sent, panel LED/TEXT/buzzer commands %d/%d/%d",
+                 sess.request.session_id, c["prompts"], c["panel_led"], c["panel_text"], c["panel_buzzer"])
 
     def _submit(self, event: dict) -> bool:
         with self._lock:
@@ -717,6 +781,8 @@ class OsdpBridge:
         if cid == o.CMD_LED:
             self.counters["panel_led"] += 1
             log.debug("panel LED: colour %s", cmd.get("on_color"))
+            if self.led is not None:
+                self.led.set(LocalLed.OSDP_COLOURS.get(cmd.get("on_color"), "off"))
             return 0, None
         if cid == o.CMD_TEXT:
             self.counters["panel_text"] += 1

@@ -131,16 +131,18 @@ def wait_for(pred, timeout_s: float) -> bool:
     return pred()
 
 
-def show(panel: Panel, address_is_reader: bool, colour: str, text: str, beeps: int = 0) -> None:
-    """What a panel does with a prompt: the reader's LED (and a display via TEXT, buzzer)."""
-    if not address_is_reader:
-        return
+def show(panel: Panel, caps: dict, colour: str, text: str, beeps: int = 0) -> None:
+    """What a panel does with a prompt: the reader's LED, display (TEXT) and buzzer, each
+    only if the reader reports it in PDCAP (libosdp NAKs the rest, and the CP then drops
+    the reader offline)."""
     o = panel.o
-    panel.submit({"command": o.CMD_LED, "reader": 0, "led_number": 0, "control_code": 1, "on_color": _led_colour(o, colour),
+    if caps.get("led"):
+        panel.submit({"command": o.CMD_LED, "reader": 0, "led_number": 0, "control_code": 1, "on_color": _led_colour(o, colour),
                   "off_color": o.LED_COLOR_NONE, "on_count": 10, "off_count": 0, "temporary": False})
-    panel.submit({"command": o.CMD_TEXT, "reader": 0, "control_code": 1, "temp_time": 0, "offset_row": 1,
+    if caps.get("text"):
+        panel.submit({"command": o.CMD_TEXT, "reader": 0, "control_code": 1, "temp_time": 0, "offset_row": 1,
                   "offset_col": 1, "data": text[:W.TEXT_MAX] or " "})
-    if beeps:
+    if beeps and caps.get("buzzer"):
         panel.submit({"command": o.CMD_BUZZER, "reader": 0, "control_code": 2, "on_count": 2, "off_count": 2,
                       "rep_count": beeps})
 
@@ -188,7 +190,7 @@ def run_session(panel: Panel, args, emit: Printer, sid: int, template: bytes) ->
                 emit("prompt", session=msg.session_id, code=msg.prompt, name=name, text=msg.text,
                      latency_ms=round((t_ev - t_start) * 1000, 2))
                 if msg.session_id == sid and args.echo_prompts:
-                    show(panel, True, PROMPT_LED["GUIDE"], msg.text)
+                    show(panel, args.caps, PROMPT_LED["GUIDE"], msg.text)
             elif isinstance(msg, W.RejectReply):
                 emit("reject", session=msg.session_id, code=msg.code, name=W.REJECT_NAMES.get(msg.code, "?"))
                 if msg.session_id == sid:
@@ -209,23 +211,38 @@ def run_session(panel: Panel, args, emit: Printer, sid: int, template: bytes) ->
                 result = msg.verdict.value if (nonce_ok and not late and secure) else "FAULT"
                 end = {"result": result, "why": "" if result == msg.verdict.value else "unverified verdict"}
                 if args.echo_prompts:
-                    show(panel, True, PROMPT_LED["PASS" if result == "PASS" else "OTHER"],
+                    show(panel, args.caps, PROMPT_LED["PASS" if result == "PASS" else "OTHER"],
                          "Welcome" if result == "PASS" else "Access denied", beeps=1 if result == "PASS" else 3)
-        elif kind == o.EVENT_CARDREAD:
-            data = ev.get("data", b"")
-            bits = int.from_bytes(data[:4].ljust(4, b"\0"), "big") >> 6 if ev.get("length") == 26 else None
-            emit("card", bits=ev.get("length"), data=data.hex(),
-                 facility=(bits >> 17) & 0xFF if bits is not None else None,
-                 number=(bits >> 1) & 0xFFFF if bits is not None else None)
-        elif kind == o.EVENT_KEYPRESS:
-            emit("keypad", keys=ev.get("data", b"").decode("ascii", "replace"))
-        elif kind == o.EVENT_STATUS:
-            rep = ev.get("report", b"")
-            emit("status", type=ev.get("type"), tamper=bool(rep[:1] and rep[0]), power=bool(rep[1:2] and rep[1]))
         else:
-            emit("other_event", detail={k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.items()})
+            report(panel, emit, ev)
     emit("session_end", session=sid, first_prompt_ms=round(first_prompt * 1000, 2) if first_prompt else None, **end)
     return end
+
+
+def report(panel: Panel, emit: Printer, ev: dict) -> None:
+    """Card reads, keypad codes, status reports and anything else the reader sends."""
+    o = panel.o
+    kind = ev.get("event")
+    if kind == o.EVENT_CARDREAD:
+        data = ev.get("data", b"")
+        bits = int.from_bytes(data[:4].ljust(4, b"\0"), "big") >> 6 if ev.get("length") == 26 else None
+        emit("card", bits=ev.get("length"), data=data.hex(),
+             facility=(bits >> 17) & 0xFF if bits is not None else None,
+             number=(bits >> 1) & 0xFFFF if bits is not None else None)
+    elif kind == o.EVENT_KEYPRESS:
+        emit("keypad", keys=ev.get("data", b"").decode("ascii", "replace"))
+    elif kind == o.EVENT_STATUS:
+        rep = ev.get("report", b"")
+        emit("status", type=ev.get("type"), tamper=bool(rep[:1] and rep[0]), power=bool(rep[1:2] and rep[1]))
+    elif kind == o.EVENT_MFGREP:
+        try:
+            msg = W.parse_reply(ev.get("data", b""))
+            emit("stray_reply", kind=type(msg).__name__, session=msg.session_id,
+                 verdict=getattr(getattr(msg, "verdict", None), "value", None))
+        except W.PayloadError as err:
+            emit("bad_reply", error=str(err))
+    else:
+        emit("other_event", detail={k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.items()})
 
 
 def drain(panel: Panel, emit: Printer, seconds: float) -> None:
@@ -238,19 +255,7 @@ def drain(panel: Panel, emit: Printer, seconds: float) -> None:
         got = panel.next_event(left)
         if got is None:
             return
-        ev = got[1]
-        if ev.get("event") == panel.o.EVENT_STATUS:
-            rep = ev.get("report", b"")
-            emit("status", type=ev.get("type"), tamper=bool(rep[:1] and rep[0]), power=bool(rep[1:2] and rep[1]))
-        elif ev.get("event") == panel.o.EVENT_MFGREP:
-            try:
-                msg = W.parse_reply(ev.get("data", b""))
-                emit("stray_reply", kind=type(msg).__name__, session=msg.session_id,
-                     verdict=getattr(getattr(msg, "verdict", None), "value", None))
-            except W.PayloadError as err:
-                emit("bad_reply", error=str(err))
-        else:
-            emit("stray_event", kind=ev.get("event"))
+        report(panel, emit, got[1])
 
 
 def read_key(path: str) -> bytes:
@@ -294,8 +299,11 @@ def cmd_run(args) -> int:
         emit("pdid", **pid)
         o = panel.o
         caps = {name: panel.capability(getattr(o, "CAP_" + name)) for name in
-                ("COMMUNICATION_SECURITY", "READER_LED_CONTROL", "READER_TEXT_OUTPUT", "CARD_DATA_FORMAT", "BIOMETRICS")}
+                ("COMMUNICATION_SECURITY", "READER_LED_CONTROL", "READER_TEXT_OUTPUT", "READER_AUDIBLE_OUTPUT",
+                 "CARD_DATA_FORMAT", "BIOMETRICS")}
         emit("pdcap", **{k.lower(): list(v) for k, v in caps.items()})
+        args.caps = {"led": caps["READER_LED_CONTROL"][0] > 0, "text": caps["READER_TEXT_OUTPUT"][0] > 0,
+                     "buzzer": caps["READER_AUDIBLE_OUTPUT"][0] > 0}
         if args.install:
             new = secrets.token_bytes(16)
             time.sleep(0.3)  # SCBK-D handshake
