@@ -269,7 +269,12 @@ def cmd_run(args) -> int:
     if args.plaintext:
         scbk = None
     elif args.install:
-        scbk = None  # SCBK-D, then KEYSET
+        # libosdp's CP in install mode: SC with SCBK-D, then KEYSET of this new key, then SC with it
+        if not args.keyset_file:
+            print("osdp_panel: --install needs --keyset-file PATH (where the panel keeps the new key)", file=sys.stderr)
+            return 2
+        scbk = secrets.token_bytes(16)
+        W.write_key_file(args.keyset_file, scbk)
     else:
         if not args.scbk_file:
             print("osdp_panel: --scbk-file KEY is required (or --install, or --plaintext)", file=sys.stderr)
@@ -289,7 +294,7 @@ def cmd_run(args) -> int:
             emit("summary", results=results, ok=False)
             return 1
         emit("online", sc=panel.sc_active())
-        if not args.plaintext and not args.install:
+        if not args.plaintext:
             if not wait_for(panel.sc_active, args.online_timeout_s):
                 emit("no_secure_channel")
                 emit("summary", results=results, ok=False)
@@ -305,12 +310,7 @@ def cmd_run(args) -> int:
         args.caps = {"led": caps["READER_LED_CONTROL"][0] > 0, "text": caps["READER_TEXT_OUTPUT"][0] > 0,
                      "buzzer": caps["READER_AUDIBLE_OUTPUT"][0] > 0}
         if args.install:
-            new = secrets.token_bytes(16)
-            time.sleep(0.3)  # SCBK-D handshake
-            ok = panel.submit({"command": o.CMD_KEYSET, "type": 1, "data": new})
-            if args.keyset_file:
-                W.write_key_file(args.keyset_file, new)
-            emit("keyset", submitted=ok, stored=bool(args.keyset_file))
+            emit("keyset", stored=args.keyset_file)
         for i in range(args.sessions):
             if i:
                 drain(panel, emit, args.pause_s)
