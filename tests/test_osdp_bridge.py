@@ -419,3 +419,57 @@ def test_scbk_loading(tmp_path, monkeypatch):
     (cred / "osdp-scbk").chmod(0o400)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(cred))
     assert W.load_scbk(W.OsdpSettings(port="x"))[0] == bytes(range(1, 17))
+
+
+# ------------------------------------------------------------------------------------ config and doctor
+
+
+def test_config_osdp_section(tmp_path):
+    from edge import config
+    from edge.bridge.factory import BridgeConfig
+    from edge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="osdp.port"):
+        config.from_dict({"trigger": {"kind": "osdp"}})
+    with pytest.raises(ConfigError, match="osdp.keyset_file"):
+        config.from_dict({"trigger": {"kind": "osdp"}, "osdp": {"port": "/dev/ttyUSB0", "install_mode": True}})
+    with pytest.raises(ConfigError, match="osdp.keypad_on_other"):
+        config.from_dict({"osdp": {"keypad_on_other": "12a"}})
+    with pytest.raises(ConfigError, match="osdp.address"):
+        config.from_dict({"osdp": {"address": 127}})
+    cfg = config.from_dict({"trigger": {"kind": "osdp"}, "osdp": {"port": "/dev/ttyUSB0", "address": 3}})
+    bc = BridgeConfig.from_config(cfg)
+    assert bc.trigger == "osdp" and "osdp" in bc.sinks and bc.osdp.address == 3 and bc.osdp.enforce_secure
+    assert "[osdp]" in config.defaults_toml()
+
+
+def test_doctor_osdp_checks(tmp_path):
+    import argparse
+
+    from edge.service import doctor as d
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    (dev / "ttyUSB0").write_bytes(b"")
+    (dev / "ttyUSB0").chmod(0o660)
+    key = tmp_path / "scbk.key"
+    key.write_text(bytes(range(16)).hex())
+    key.chmod(0o600)
+    env = d.DoctorEnv(dev=dev, group_of=lambda p: "dialout", is_char_device=lambda st: True, root_uid=os.getuid())
+
+    def cfg(**osdp):
+        base = {"port": "/dev/ttyUSB0", "scbk_file": str(key), "keyset_file": "", "install_mode": False,
+                "enforce_secure": True, "card_on_pass": False}
+        base.update(osdp)
+        return argparse.Namespace(trigger=argparse.Namespace(kind="osdp"), osdp=argparse.Namespace(**base))
+
+    res = {r.check: r for r in d.check_osdp(env, cfg())}
+    assert {k: r.status for k, r in res.items()} == {"osdp port": d.OK, "osdp scbk_file": d.OK}, res
+    key.chmod(0o640)
+    assert {r.check: r.status for r in d.check_osdp(env, cfg())}["osdp scbk_file"] == d.FAIL
+    res = {r.check: r.status for r in d.check_osdp(env, cfg(enforce_secure=False, port="/dev/ttyUSB9",
+                                                                install_mode=True, keyset_file=str(tmp_path / "no/k")))}
+    assert res["osdp port"] == d.FAIL and res["osdp secure channel"] == d.WARN
+    assert res["osdp install mode"] == d.WARN and res["osdp keyset dir"] == d.FAIL
+    other = argparse.Namespace(trigger=argparse.Namespace(kind="serial"))
+    assert [r.status for r in d.check_osdp(env, other)] == [d.OK]
