@@ -387,6 +387,37 @@ def test_camera_fault_sets_tamper_and_a_good_session_clears_it(bus):
     assert status and status[-1]["report"][0] == 0
 
 
+def test_status_query_and_power_bit_on_stop(bus):
+    assert bus.cp.submit({"command": osdp_sys.CMD_STATUS, "type": osdp_sys.STATUS_REPORT_LOCAL})
+    got = [r for r in bus.replies(0.5) if isinstance(r, dict) and r.get("event") == osdp_sys.EVENT_STATUS]
+    assert got and got[0]["report"][:2] == b"\x00\x00"  # all clear, and true
+    bus.pd._tamper = True
+    with bus.pd._lock:  # while a fault is active the query is refused rather than answered all-clear
+        assert bus.pd._on_command({"command": osdp_sys.CMD_STATUS, "type": osdp_sys.STATUS_REPORT_LOCAL}) == (-1, None)
+    bus.pd._tamper = False
+    bus.pd.close()  # a stopping service tells the panel (power bit) before it goes
+    got = [r for r in bus.replies(0.5) if isinstance(r, dict) and r.get("event") == osdp_sys.EVENT_STATUS]
+    assert got and got[-1]["report"][1] == 1
+
+
+def test_key_rotation_by_keyset_over_the_running_secure_channel(tmp_path):
+    keyfile = tmp_path / "rotated.key"
+    b = Bus(tmp_path, keyset_file=str(keyfile))
+    try:
+        b.panel()
+        assert wait_for(b.cp.sc_active, 10)
+        new = secrets.token_bytes(16)
+        assert b.cp.submit({"command": osdp_sys.CMD_KEYSET, "type": 1, "data": new})
+        assert wait_for(keyfile.exists, 5) and keyfile.read_text().strip() == new.hex()
+        time.sleep(0.3)
+        assert wait_for(b.cp.sc_active, 10)  # libosdp's CP restarts SC with the new key at once
+        nonce = b.start(3)
+        req = b.pd.wait(3)
+        assert req is not None and req.nonce == nonce and b.pd.counters["keysets"] == 1
+    finally:
+        b.close()
+
+
 def test_a_new_start_supersedes_the_running_session(bus):
     bus.start(51)
     first = bus.pd.wait(3)

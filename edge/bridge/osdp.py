@@ -516,6 +516,8 @@ class OsdpBridge:
         self._current: _Session | None = None
         self._assembling: tuple[Start, bytearray, float] | None = None
         self._assembled = 0
+        self._prompt_inflight = False
+        self._next_prompt: bytes | None = None
         self._tamper = False
         self._stop = threading.Event()
         self._closed = False
@@ -579,22 +581,30 @@ class OsdpBridge:
         sess = self._session_of(request)
         if sess is None:
             return
-        self.counters["prompts"] += 1
         if self.led is not None:
             self.led.set(PROMPT_COLOUR)
-        self._submit_mfgrep(pack_prompt(request.session_id, int(prompt), prompt.text))
+        data = pack_prompt(request.session_id, int(prompt), prompt.text)
+        with self._lock:
+            if self._prompt_inflight:
+                # one poll per event: queue at most one prompt, and only the newest, so a verdict
+                # never waits behind a backlog of advice the person no longer needs
+                self._next_prompt = data
+                return
+            self._prompt_inflight = self._submit_mfgrep(data)
+        self.counters["prompts"] += 1
 
     def result(self, request: SessionRequest, verdict: Verdict) -> bool:
         """Queue the VERDICT (and the card read / keypad code) for the panel's next poll and
         wait until it went out, at most until the session's deadline. True if it was sent."""
         if request.origin != "osdp":
             return False
-        self._update_tamper(verdict)
         if self.led is not None:
             self.led.set(VERDICT_COLOUR[verdict.passed])
         with self._lock:
             sess = self._current if self._current is not None and self._current.request is request else None
+            self._next_prompt = None  # stale now; at most one prompt is queued ahead of the verdict
         if sess is None or sess.dead:
+            self._update_tamper(verdict)
             self._drop(request, verdict, "the session was cancelled (panel lost, Secure Channel lost or superseded)")
             return False
         now = self._clock()
@@ -604,9 +614,11 @@ class OsdpBridge:
             deadline = max(deadline, now + s.result_timeout_ms / 1000.0)
         why = self._unsafe_to_send(now, deadline)
         if why:
+            self._update_tamper(verdict)
             self._drop(request, verdict, why)
             self._end(sess)
             return False
+        log.debug("session %d: verdict handed to the bus at monotonic %.6f", request.session_id, time.monotonic())
         ok = self._submit_mfgrep(pack_verdict(request.session_id, request.nonce, verdict.kind, int(verdict.reason),
                                               verdict.elapsed_ms, verdict.frames_used, verdict.frames_seen))
         if ok and s.card_on_pass and verdict.passed:
@@ -614,6 +626,7 @@ class OsdpBridge:
                           "direction": 0, "length": 26, "data": wiegand26(s.card_facility, s.card_number)})
         elif ok and s.card_on_pass and s.keypad_on_other:
             self._submit({"event": self._osdp.EVENT_KEYPRESS, "reader_no": 0, "data": s.keypad_on_other.encode("ascii")})
+        self._update_tamper(verdict)
         sent = False
         while ok and not self._stop.is_set():
             if sess.delivered.wait(self.TICK_S * 4):
@@ -628,6 +641,7 @@ class OsdpBridge:
             # Never let a verdict (above all a PASS) sit in the queue to go out late
             with self._lock:
                 flushed = self._ctx.flush_events()
+                self._prompt_inflight, self._next_prompt = False, None
             self._drop(request, verdict, why if ok else "libosdp's event queue refused it", flushed=flushed)
         else:
             self.counters["verdicts_sent"] += 1
@@ -749,6 +763,8 @@ class OsdpBridge:
             if event.get("event") != self._osdp.EVENT_MFGREP or status != self._osdp.COMPLETION_OK:
                 return
             data = event.get("data", b"")
+            if len(data) >= 2 and data[1] == T_PROMPT:
+                self._prompt_inflight = False
             if len(data) >= 2 and data[1] == T_VERDICT:
                 sid = _HDR.unpack_from(data)[2]
                 with self._lock:
@@ -792,9 +808,9 @@ class OsdpBridge:
             self.counters["panel_buzzer"] += 1
             return 0, None
         if cid == o.CMD_STATUS:
-            if cmd.get("type") == o.STATUS_REPORT_LOCAL:
-                return 0, {"command": o.CMD_STATUS, "type": o.STATUS_REPORT_LOCAL, "report": bytes([int(self._tamper), 0])}
-            return -1, None
+            # libosdp 3.2.9's binding cannot fill an LSTATR reply (it answers all-clear): answer only while that
+            # is true, and NAK while a fault is active (the unsolicited status report carries the bits)
+            return (0, None) if cmd.get("type") == o.STATUS_REPORT_LOCAL and not self._tamper else (-1, None)
         if cid == o.CMD_COMSET:
             log.warning("COMSET refused: set osdp.address / osdp.baudrate in the config instead")
             return -1, None
@@ -946,6 +962,12 @@ class OsdpBridge:
             self._cancel_current("panel lost")
         elif self.settings.enforce_secure and not sc:
             self._cancel_current("Secure Channel lost")
+        with self._lock:
+            nxt = self._next_prompt if not self._prompt_inflight else None
+            if nxt is not None:
+                self._next_prompt = None
+                self._prompt_inflight = self._submit_mfgrep(nxt)
+                self.counters["prompts"] += 1
         asm = self._assembling
         if asm is not None and now - asm[2] > 2.0:
             with self._lock:
@@ -965,6 +987,7 @@ class OsdpBridge:
             cur.dead = True
             if self._ctx is not None:
                 self._ctx.flush_events()  # nothing of this session may go out later
+            self._prompt_inflight, self._next_prompt = False, None
         log.warning("session %d cancelled: %s", cur.request.session_id, why)
         cur.request.cancel.set()
 
