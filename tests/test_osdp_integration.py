@@ -43,7 +43,7 @@ class OsdpPair:
     """One `edge run` (the reader) and one osdp_panel (the panel), each on one end of a PtyLink."""
 
     def __init__(self, tmp: Path, models: Path, source: str, toml_extra: str = "", panel_args=(), osdp_extra: str = "",
-                 panel_key: Path | None = None):
+                 panel_key: Path | None = None, run_args=()):
         self.tmp = tmp
         key = write_key(tmp / "scbk.key")
         self.link = PtyLink().__enter__()
@@ -67,7 +67,7 @@ led_green_pin = 6
 """)
         # the reader's own LED on mock GPIO pins: it then reports LED control in PDCAP and the panel drives it
         env = dict(os.environ, EDGE_MODELS_DIR=str(models), PYTHONPATH=str(REPO), GPIOZERO_PIN_FACTORY="mock")
-        self.runtime = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)],
+        self.runtime = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg), *run_args],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
         self.panel = subprocess.Popen(
             [sys.executable, "-m", "edge.bridge.osdp_panel", "--port", self.link.paths[0], "--baudrate", "115200",
@@ -158,6 +158,15 @@ def test_pass_with_card_read_for_card_only_panels(tmp_path, built_models_dir):
     card = pair.first("card")
     assert (card["bits"], card["facility"], card["number"]) == (26, 12, 3456)
     assert pair.names().index("card") > pair.names().index("verdict")
+
+
+def test_service_mode_over_osdp(tmp_path, built_models_dir):
+    """The production path (--service: privacy guard armed during the session, no core dumps): the
+    libosdp refresh thread keeps talking to the panel during a session and nothing is refused."""
+    source, extra, reason = SCENARIOS["FAIL"]
+    pair = OsdpPair(tmp_path, built_models_dir, source, extra, run_args=("--service",)).finish()
+    check_session(pair, "FAIL", reason)
+    assert "privacy guard refused" not in pair.rt_err, pair.log()
 
 
 def test_session_aborted_by_the_panel(tmp_path, built_models_dir):

@@ -535,7 +535,11 @@ class OsdpBridge:
         ]
         if s.card_on_pass:
             caps.append({"function_code": osdp_sys.CAP_CARD_DATA_FORMAT, "compliance_level": 1, "num_items": 0})
-        self.led = LocalLed(s.led_red_pin, s.led_green_pin) if s.has_led else None
+        try:
+            self.led = LocalLed(s.led_red_pin, s.led_green_pin) if s.has_led else None
+        except BaseException:
+            self._ser.close()
+            raise
         if self.led is not None:
             caps.append({"function_code": osdp_sys.CAP_READER_LED_CONTROL, "compliance_level": 1, "num_items": 1})
         if s.keypad_on_other:

@@ -273,7 +273,7 @@ def check_key(env: DoctorEnv, cfg: Any) -> CheckResult:
     return CheckResult("key file", OK, f"{path} root 0600, well-formed (passed to the service as a credential)")
 
 
-def _secret_file(env: DoctorEnv, name: str, path: Path, *, required: bool) -> CheckResult:
+def _secret_file(env: DoctorEnv, name: str, path: Path, *, required: bool, any_owner: bool = False) -> CheckResult:
     """Mode, owner and format of a 16-byte OSDP key file (SCBK or the panel's KEYSET)."""
     try:
         st = path.lstat()
@@ -284,7 +284,8 @@ def _secret_file(env: DoctorEnv, name: str, path: Path, *, required: bool) -> Ch
     except PermissionError:
         return CheckResult(name, UNKNOWN, f"{path}: permission denied", "run edge doctor with sudo")
     mode = stat.S_IMODE(st.st_mode)
-    if not stat.S_ISREG(st.st_mode) or mode & 0o077 or st.st_uid != env.root_uid:
+    # a key the panel set (KEYSET) is written by the service's own (dynamic) user
+    if not stat.S_ISREG(st.st_mode) or mode & 0o077 or (st.st_uid != env.root_uid and not any_owner):
         return CheckResult(name, FAIL, f"{path}: mode {mode:04o}, uid {st.st_uid} (whoever reads it can join the "
                            "Secure Channel and forge a PASS)", f"sudo chown root:root {path} && sudo chmod 600 {path}")
     try:
@@ -319,7 +320,7 @@ def check_osdp(env: DoctorEnv, cfg: Any) -> list[CheckResult]:
     scbk, keyset = str(_cfg(cfg, "osdp.scbk_file", "")), str(_cfg(cfg, "osdp.keyset_file", ""))
     install = bool(_cfg(cfg, "osdp.install_mode", False))
     if keyset and Path(keyset).exists():
-        out.append(_secret_file(env, "osdp keyset_file", Path(keyset), required=False))
+        out.append(_secret_file(env, "osdp keyset_file", Path(keyset), required=False, any_owner=True))
     elif scbk:
         out.append(_secret_file(env, "osdp scbk_file", Path(scbk), required=True))
     elif not install:
