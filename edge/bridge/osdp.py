@@ -58,6 +58,7 @@ MFGREP_MAX = 128  # libosdp 3.x: OSDP_EVENT_MFGREP_MAX_DATALEN (reader -> panel)
 NONCE_LEN = 16
 MAX_TEMPLATE = 192  # bytes; a 1:1 template of ~160 bytes (e.g. 128 float16 + header) fits
 TEXT_MAX = 32  # OSDP TEXT command limit; prompts carry at most this much text
+LATE_MARGIN_MS = 150  # a verdict is let go of this long before the session's deadline (2-3 panel polls)
 
 # panel -> reader
 T_START = 0x01
@@ -613,7 +614,9 @@ class OsdpBridge:
             return False
         now = self._clock()
         s = self.settings
-        deadline = sess.started + (request.deadline_ms or s.result_timeout_ms) / 1000.0
+        # The panel's deadline started when it sent START, a poll before ours: keep a margin so a verdict
+        # this reader lets go of cannot reach the panel after the panel's own deadline.
+        deadline = sess.started + max(0, (request.deadline_ms or s.result_timeout_ms) - LATE_MARGIN_MS) / 1000.0
         if not request.deadline_ms:
             deadline = max(deadline, now + s.result_timeout_ms / 1000.0)
         why = self._unsafe_to_send(now, deadline)
