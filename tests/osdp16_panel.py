@@ -84,10 +84,11 @@ def main() -> int:
                 return 1
             emit("secure", cuid=device.cuid.hex() if device.cuid else None)
         pid = cp.id_report(cid, args.address)
-        emit("pdid", vendor_code=int.from_bytes(bytes(pid.vendor_code), "little") if hasattr(pid, "vendor_code") else None,
-             text=str(pid))
+        emit("pdid", vendor_code=int.from_bytes(bytes(pid.vendor_code), "little"), model=pid.model_number,
+             version=pid.version, serial_number=pid.serial_number,
+             firmware=[pid.firmware_major, pid.firmware_minor, pid.firmware_build])
         caps = cp.device_capabilities(cid, args.address)
-        emit("pdcap", text=str(caps))
+        emit("pdcap", caps={c.function.name: [c.compliance, c.number_of] for c in caps.capabilities})
         nonce = os.urandom(16)
         start = struct.pack("<BBI16sHH", 1, 0x01, args.session, nonce, args.deadline_ms, 0)
         vendor = args.vendor_code.to_bytes(3, "little")

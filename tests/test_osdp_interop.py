@@ -104,6 +104,13 @@ def check(rc, events, log):
     v = next(e for e in events if e["event"] == "verdict")
     assert (v["verdict"], v["nonce_ok"], v["session"]) == ("FAIL", True, 77), v
     assert "prompt" in names
+    from edge import __version__
+
+    pid = next(e for e in events if e["event"] == "pdid")
+    assert (pid["vendor_code"], pid["model"], pid["version"], pid["serial_number"]) == (VENDOR, MODEL, HW, SERIAL)
+    assert pid["firmware"] == [int(x) for x in __version__.split(".")[:3]]
+    caps = next(e for e in events if e["event"] == "pdcap")["caps"]
+    assert caps["CommunicationSecurity"][0] == 1, caps
 
 
 def test_plaintext(tmp_path, built_models_dir, osdp16_python):
