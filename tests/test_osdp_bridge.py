@@ -504,3 +504,18 @@ def test_doctor_osdp_checks(tmp_path):
     assert res["osdp install mode"] == d.WARN and res["osdp keyset dir"] == d.FAIL
     other = argparse.Namespace(trigger=argparse.Namespace(kind="serial"))
     assert [r.status for r in d.check_osdp(env, other)] == [d.OK]
+
+
+def test_local_led_colours_on_mock_gpio():
+    from gpiozero.pins.mock import MockFactory
+
+    factory = MockFactory()
+    led = W.LocalLed(5, 6, pin_factory=factory)
+    red, green = factory.pin(5), factory.pin(6)
+    for colour, want in (("amber", (True, True)), ("green", (False, True)), ("red", (True, False)), ("off", (False, False))):
+        led.set(colour)
+        assert (bool(red.state), bool(green.state)) == want, colour
+    led.set(W.LocalLed.OSDP_COLOURS[3])
+    assert red.state and green.state
+    led.close()
+    assert not red.state and not green.state

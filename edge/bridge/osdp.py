@@ -509,8 +509,10 @@ class OsdpBridge:
         self._clock = clock
         self.version = version or __version__
         self.serial_number = s.serial_number or board_serial_number()
-        self.port_name = port if isinstance(port, str) else (s.port if port is None else getattr(port, "name", "port"))
-        self._ser = open_port(s.port, s.baudrate) if port is None else (open_port(port, s.baudrate) if isinstance(port, str) else port)
+        # ``port``: None (osdp.port), another device spec, or an already open serial-like object (tests)
+        port = s.port if port is None else port
+        self.port_name = port if isinstance(port, str) else getattr(port, "name", repr(port))
+        self._ser = open_port(port, s.baudrate) if isinstance(port, str) else port
         self.channel = SerialChannel(self._ser, clock)
         self._lock = threading.RLock()
         self._requests: queue.Queue[SessionRequest] = queue.Queue()
@@ -543,8 +545,6 @@ class OsdpBridge:
             raise
         if self.led is not None:
             caps.append({"function_code": osdp_sys.CAP_READER_LED_CONTROL, "compliance_level": 1, "num_items": 1})
-        if s.keypad_on_other:
-            caps.append({"function_code": osdp_sys.CAP_READERS, "compliance_level": 0, "num_items": 0})
         info = {
             "name": "edge", "address": s.address, "flags": flags, "scbk": scbk or None, "channel": self.channel,
             "version": s.hardware_version, "model": s.model, "vendor_code": s.vendor_code,
