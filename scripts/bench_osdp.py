@@ -36,7 +36,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sessions", type=int, default=20)
     p.add_argument("--baudrate", type=int, default=115200)
-    p.add_argument("--source", default="synthetic://?pattern=face&frames=3", help="camera spec of the reader")
+    # realtime=1: frames at 30 fps as a camera delivers them (a file source would end the session at once)
+    p.add_argument("--source", default="synthetic://?pattern=face&frames=30&realtime=1", help="camera spec of the reader")
+    p.add_argument("--events", action="store_true", help="also print the panel's events")
     args = p.parse_args()
 
     from firmware_bridge.tests.fakes import PtyLink
@@ -60,6 +62,8 @@ def main() -> int:
         rt.send_signal(signal.SIGTERM)
         _, rt_err = rt.communicate(timeout=30)
     events = [json.loads(x) for x in panel.stdout.splitlines() if x.startswith("{")]
+    if args.events:
+        print(panel.stdout)
     handed = {int(m.group(1)): float(m.group(2))
               for m in re.finditer(r"session (\d+): verdict handed to the bus at monotonic ([0-9.]+)", rt_err)}
     first = [e["first_prompt_ms"] for e in events if e["event"] == "session_end" and e.get("first_prompt_ms")]
