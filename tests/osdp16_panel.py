@@ -54,7 +54,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--port")
     p.add_argument("--address", type=int, default=0)
-    p.add_argument("--mode", choices=("plain", "sc", "install"), default="sc")
+    p.add_argument("--mode", choices=("plain", "sc", "install", "scbkd"), default="sc",
+                   help="scbkd: stay on the install key SCBK-D (no KEYSET) and try a session over it")
     p.add_argument("--master-key", default="")
     p.add_argument("--cuid", default="")
     p.add_argument("--derive-scbk", action="store_true")
@@ -66,6 +67,17 @@ def main() -> int:
     if args.derive_scbk:
         print(calculate_scbk(mk, bytes.fromhex(args.cuid)).hex())
         return 0
+    if args.mode == "scbkd":
+        from osdp import _device
+
+        plain_next = _device.Device.get_next_command_data
+
+        def no_keyset(self):
+            if self._use_secure_channel and self._secure_channel.is_established and self._secure_channel.is_scbkd:
+                return _device.PollCommand(self.address) if self._commands.empty() else self._commands.get(False)
+            return plain_next(self)
+
+        _device.Device.get_next_command_data = no_keyset
     cp = Panel(mk)
     conn = SerialPortOsdpConnection(args.port, 115200)
     cid = cp.start_connection(conn)
@@ -77,7 +89,12 @@ def main() -> int:
             emit("offline")
             return 1
         emit("online")
-        if args.mode != "plain":
+        if args.mode == "scbkd":
+            if not wait(lambda: device.is_security_established and device.is_scbkd, 20):
+                emit("no_secure_channel", scbkd=device.is_scbkd)
+                return 1
+            emit("secure", scbkd=True)
+        elif args.mode != "plain":
             # install: SCBK-D first, then osdp 1.6 sends KEYSET(AES-ECB_MK(cUID || ~cUID)) and restarts SC
             if not wait(lambda: device.is_security_established and not device.is_scbkd, 20):
                 emit("no_secure_channel", scbkd=device.is_scbkd)
@@ -112,6 +129,9 @@ def main() -> int:
                     emit("verdict", **verdict)
                 elif body[1] == 0x83:
                     emit("reject", code=body[6])
+                    if args.mode == "scbkd":
+                        emit("summary", ok=True, rejected=True)
+                        return 0
             time.sleep(0.05)
         ok = verdict is not None
         emit("summary", ok=ok, secure=device.is_security_established)

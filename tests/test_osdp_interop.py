@@ -140,3 +140,15 @@ def test_install_mode_keyset_from_osdp16(tmp_path, built_models_dir, osdp16_pyth
                               libosdp_cuid().hex()], capture_output=True, text=True, check=True).stdout.strip()
     assert keyset.read_text().strip() == derived
     assert (keyset.stat().st_mode & 0o777) == 0o600
+
+
+def test_no_session_over_the_install_key(tmp_path, built_models_dir, osdp16_python):
+    """A panel that stays on the public install key SCBK-D (no KEYSET) gets REJECT 'not secure'
+    for START: libosdp counts an SCBK-D channel as not secure, and so does the reader."""
+    keyset = tmp_path / "keyset.key"
+    rc, events, log = run_pair(tmp_path, built_models_dir, osdp16_python, "scbkd",
+                               f'install_mode = true\nkeyset_file = "{keyset}"')
+    names = [e["event"] for e in events]
+    assert rc == 0 and "secure" in names and "mfg_sent" in names, (names, log)
+    assert next(e for e in events if e["event"] == "reject")["code"] == 2
+    assert "verdict" not in names and "START session" not in log and not keyset.exists()

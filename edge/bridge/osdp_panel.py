@@ -137,11 +137,12 @@ def show(panel: Panel, caps: dict, colour: str, text: str, beeps: int = 0) -> No
     the reader offline)."""
     o = panel.o
     if caps.get("led"):
-        panel.submit({"command": o.CMD_LED, "reader": 0, "led_number": 0, "control_code": 1, "on_color": _led_colour(o, colour),
-                  "off_color": o.LED_COLOR_NONE, "on_count": 10, "off_count": 0, "temporary": False})
+        panel.submit({"command": o.CMD_LED, "reader": 0, "led_number": 0, "control_code": 1,
+                      "on_color": _led_colour(o, colour), "off_color": o.LED_COLOR_NONE, "on_count": 10, "off_count": 0,
+                      "temporary": False})
     if caps.get("text"):
         panel.submit({"command": o.CMD_TEXT, "reader": 0, "control_code": 1, "temp_time": 0, "offset_row": 1,
-                  "offset_col": 1, "data": text[:W.TEXT_MAX] or " "})
+                      "offset_col": 1, "data": text[:W.TEXT_MAX] or " "})
     if beeps and caps.get("buzzer"):
         panel.submit({"command": o.CMD_BUZZER, "reader": 0, "control_code": 2, "on_count": 2, "off_count": 2,
                       "rep_count": beeps})
@@ -280,7 +281,10 @@ def cmd_run(args) -> int:
             print("osdp_panel: --scbk-file KEY is required (or --install, or --plaintext)", file=sys.stderr)
             return 2
         scbk = read_key(args.scbk_file)
-    template = open(args.template_file, "rb").read() if args.template_file else b""
+    template = open(args.template_file, "rb").read(W.MAX_TEMPLATE + 1) if args.template_file else b""
+    if len(template) > W.MAX_TEMPLATE:
+        print(f"osdp_panel: {args.template_file} is over {W.MAX_TEMPLATE} bytes", file=sys.stderr)
+        return 2
     try:
         panel = Panel(args.port, args.baudrate, args.address, scbk=scbk, secure=not args.plaintext and not args.install,
                       install=args.install, log_level=args.osdp_log)
