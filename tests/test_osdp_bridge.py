@@ -325,7 +325,7 @@ def test_start_in_clear_is_refused_when_secure_is_enforced(tmp_path):
     b = Bus(tmp_path)
     try:
         b.panel(secure=False, key=secrets.token_bytes(16))  # a wrong key: no SC, plaintext only
-        time.sleep(1.5)
+        wait_for(b.cp.online, 5)
         b.cp.submit({"command": osdp_sys.CMD_MFG, "vendor_code": W.DEFAULT_VENDOR_CODE,
                      "data": W.pack_start(1, secrets.token_bytes(16))})
         time.sleep(0.5)

@@ -522,6 +522,7 @@ class OsdpBridge:
         self._prompt_inflight = False
         self._next_prompt: bytes | None = None
         self._tamper = False
+        self._status_sent = threading.Event()
         self._stop = threading.Event()
         self._closed = False
         self._error: BaseException | None = None
@@ -671,11 +672,10 @@ class OsdpBridge:
         if self._closed:
             return
         if self._error is None and not self._stop.is_set():
+            self._status_sent.clear()
             self.fault(Reason.SHUTDOWN)
-            # one or two polls' time for the status to go out
-            end = self._clock() + 0.3
-            while self._clock() < end and self.online:
-                time.sleep(0.02)
+            if self.online:  # give the status report a poll or two to go out
+                self._status_sent.wait(0.3)
         self._closed = True
         self._stop.set()
         self._thread.join(timeout=2.0)
@@ -767,6 +767,8 @@ class OsdpBridge:
 
     def _on_event_done(self, event: dict, status: int) -> None:
         try:
+            if event.get("event") == self._osdp.EVENT_STATUS:
+                self._status_sent.set()
             if event.get("event") != self._osdp.EVENT_MFGREP or status != self._osdp.COMPLETION_OK:
                 return
             data = event.get("data", b"")
