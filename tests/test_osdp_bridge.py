@@ -325,11 +325,12 @@ def test_start_in_clear_is_refused_when_secure_is_enforced(tmp_path):
     b = Bus(tmp_path)
     try:
         b.panel(secure=False, key=secrets.token_bytes(16))  # a wrong key: no SC, plaintext only
-        wait_for(b.cp.online, 5)
+        assert wait_for(b.cp.online, 5) and not b.cp.sc_active()  # online in plaintext
         b.cp.submit({"command": osdp_sys.CMD_MFG, "vendor_code": W.DEFAULT_VENDOR_CODE,
                      "data": W.pack_start(1, secrets.token_bytes(16))})
         time.sleep(0.5)
         assert b.pd.wait(0.3) is None and b.pd.counters["started"] == 0
+        assert b.pd.counters["rejected"] == 0  # libosdp NAKed it before it reached the reader's handler
         assert not b.pd.sc_active
     finally:
         b.close()
