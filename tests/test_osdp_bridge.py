@@ -268,7 +268,28 @@ def test_template_parts_out_of_order_are_rejected(bus):
     assert bus.pd.wait(0.2) is None
 
 
-def test_panel_gone_mid_session_no_pass_remains_pending(bus):
+@pytest.fixture
+def card_bus(tmp_path):
+    b = Bus(tmp_path, card_on_pass=True, card_facility=1, card_number=2)
+    b.panel()
+    assert wait_for(b.cp.sc_active, 10)
+    yield b
+    b.close()
+
+
+def test_pass_with_card_read_goes_out_with_the_verdict(card_bus):
+    card_bus.start(20)
+    req = card_bus.pd.wait(3)
+    assert card_bus.pd.result(req, PASS) is True  # returns once the verdict and the card read are out
+    got = card_bus.replies(0.3)
+    kinds = ["verdict" if isinstance(r, W.VerdictReply) else r.get("event") for r in got
+             if isinstance(r, W.VerdictReply) or isinstance(r, dict)]
+    assert kinds[:2] == ["verdict", osdp_sys.EVENT_CARDREAD], kinds
+
+
+@pytest.mark.parametrize("which", ["bus", "card_bus"])
+def test_panel_gone_mid_session_no_pass_remains_pending(request, which):
+    bus = request.getfixturevalue(which)
     nonce = bus.start(21, deadline_ms=10000)
     req = bus.pd.wait(3)
     bus.link.cut()  # the panel is gone: no more polls

@@ -489,7 +489,8 @@ def open_port(port: str, baudrate: int):
 class _Session:
     request: SessionRequest
     started: float
-    delivered: threading.Event = field(default_factory=threading.Event)
+    delivered: threading.Event = field(default_factory=threading.Event)  # the VERDICT went out
+    card_delivered: threading.Event = field(default_factory=threading.Event)  # the card read / keypad code went out
     dead: bool = False  # cancelled by the bridge (panel lost, SC lost, superseded): nothing is sent for it
 
 
@@ -629,15 +630,21 @@ class OsdpBridge:
         log.debug("session %d: verdict handed to the bus at monotonic %.6f", request.session_id, time.monotonic())
         ok = self._submit_mfgrep(pack_verdict(request.session_id, request.nonce, verdict.kind, int(verdict.reason),
                                               verdict.elapsed_ms, verdict.frames_used, verdict.frames_seen))
+        card = None
         if ok and s.card_on_pass and verdict.passed:
-            self._submit({"event": self._osdp.EVENT_CARDREAD, "reader_no": 0, "format": self._osdp.CARD_FMT_RAW_WIEGAND,
-                          "direction": 0, "length": 26, "data": wiegand26(s.card_facility, s.card_number)})
+            card = {"event": self._osdp.EVENT_CARDREAD, "reader_no": 0, "format": self._osdp.CARD_FMT_RAW_WIEGAND,
+                    "direction": 0, "length": 26, "data": wiegand26(s.card_facility, s.card_number)}
         elif ok and s.card_on_pass and s.keypad_on_other:
-            self._submit({"event": self._osdp.EVENT_KEYPRESS, "reader_no": 0, "data": s.keypad_on_other.encode("ascii")})
-        self._update_tamper(verdict)
+            card = {"event": self._osdp.EVENT_KEYPRESS, "reader_no": 0, "data": s.keypad_on_other.encode("ascii")}
+        if card is not None:
+            sess.card_delivered.clear()
+            ok = self._submit(card)
+        else:
+            sess.card_delivered.set()
         sent = False
         while ok and not self._stop.is_set():
-            if sess.delivered.wait(self.TICK_S * 4):
+            # a card read is a PASS without a nonce: it must go out now or never, like the VERDICT
+            if sess.delivered.wait(self.TICK_S * 4) and sess.card_delivered.wait(0):
                 sent = True
                 break
             with self._lock:
@@ -654,6 +661,7 @@ class OsdpBridge:
         else:
             self.counters["verdicts_sent"] += 1
             log.info("session %d: VERDICT %s sent to the panel", request.session_id, verdict.kind.value)
+        self._update_tamper(verdict)  # after any flush: a fault must reach the panel even if the verdict did not
         self._end(sess)
         return sent
 
@@ -769,6 +777,11 @@ class OsdpBridge:
         try:
             if event.get("event") == self._osdp.EVENT_STATUS:
                 self._status_sent.set()
+            if event.get("event") in (self._osdp.EVENT_CARDREAD, self._osdp.EVENT_KEYPRESS):
+                with self._lock:
+                    cur = self._current
+                if cur is not None and status == self._osdp.COMPLETION_OK:
+                    cur.card_delivered.set()
             if event.get("event") != self._osdp.EVENT_MFGREP or status != self._osdp.COMPLETION_OK:
                 return
             data = event.get("data", b"")
