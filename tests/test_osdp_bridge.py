@@ -357,6 +357,20 @@ def test_start_in_clear_is_refused_when_secure_is_enforced(tmp_path):
         b.close()
 
 
+def test_wrong_scbk_no_secure_channel_no_session(tmp_path):
+    b = Bus(tmp_path)
+    try:
+        b.panel(key=secrets.token_bytes(16))  # SC enforced on both ends, different keys
+        time.sleep(1.0)
+        assert not b.cp.sc_active() and not b.pd.sc_active
+        b.cp.submit({"command": osdp_sys.CMD_MFG, "vendor_code": W.DEFAULT_VENDOR_CODE,
+                     "data": W.pack_start(1, secrets.token_bytes(16))})
+        time.sleep(0.3)
+        assert b.pd.wait(0.2) is None and b.pd.counters["started"] == 0
+    finally:
+        b.close()
+
+
 def test_install_mode_keyset_then_sessions_with_the_new_key(tmp_path):
     """libosdp's CP in install mode: SC with the default key SCBK-D, KEYSET of the panel's
     new key (stored in osdp.keyset_file, 0600), then SC with that key and a session."""
