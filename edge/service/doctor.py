@@ -239,6 +239,8 @@ def check_key(env: DoctorEnv, cfg: Any) -> CheckResult:
     try:
         st = path.lstat()
     except FileNotFoundError:
+        if str(_cfg(cfg, "trigger.kind", "")) == "osdp" and not uses_link:
+            return CheckResult("key file", OK, f"{path} absent: not used (OSDP has its own key, see the osdp checks)")
         return CheckResult("key file", FAIL if uses_link else WARN, f"{path} does not exist",
                            f"sudo scripts/install.sh generates it, or: sudo sh -c 'umask 077; python3 -c "
                            f"\"import secrets; print(secrets.token_hex(32))\" > {path}'")
