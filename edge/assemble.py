@@ -122,6 +122,12 @@ def build_pipeline(cfg: Config, *, on_progress=None):
     except BaseException:
         detector.close()
         raise
+    try:
+        landmarks, match = build_match(cfg)
+    except BaseException:
+        detector.close()
+        liveness.close()
+        raise
     return Pipeline(
         detector,
         liveness,
@@ -130,7 +136,28 @@ def build_pipeline(cfg: Config, *, on_progress=None):
         every_n_frames=cfg.detector.every_n_frames,
         read_timeout_s=cfg.camera.read_timeout_s,
         on_progress=on_progress,
+        landmarks=landmarks,
+        match=match,
     )
+
+
+def build_match(cfg: Config):
+    """(face mesh, MatchSession) when ``[match] enabled``, else (None, None). The descriptor model is
+    an optional feature: a missing build says how to make it (edge models build --with face-match)."""
+    if not cfg.match.enabled:
+        return None, None
+    from edge.landmarks.mesh import MeshLandmarker
+    from edge.match.session import MatchConfig, MatchSession, MeshMatcher
+
+    mc = MatchConfig(threshold=cfg.match.threshold, frames=cfg.match.frames, rule=cfg.match.rule,
+                     max_runs=cfg.match.max_runs)
+    landmarks = MeshLandmarker.from_registry("float32", threads=cfg.models.threads, blendshapes=False)
+    try:
+        matcher = MeshMatcher.from_registry(cfg.match.variant, threads=cfg.models.threads)
+    except BaseException:
+        landmarks.close()
+        raise
+    return landmarks, MatchSession(matcher, mc)
 
 
 class RuntimeHandle:
