@@ -172,6 +172,15 @@ class MatchSession:
         self._n = 0
         self._runs = 0
         self.active = False
+        self._enrol = None  # enrolment: receives the new template when the session decides
+        self.observer = None  # offline tools (edge match): sees each MatchResult; never set in service
+
+    def start_enrol(self, receive) -> None:
+        """Arm for an enrolment session: ``decide`` hands the best frames' mean descriptor, as template
+        bytes, to ``receive`` (the caller prints it only if the session PASSes)."""
+        self.wipe()
+        self._enrol = receive
+        self.active = True
 
     def start(self, template: bytes | bytearray | memoryview) -> None:
         """Arm for a session with ``template``; a refused template raises TemplateError (nothing kept)."""
@@ -209,6 +218,16 @@ class MatchSession:
             raise RuntimeError("decide() without start(): no template for this session")
         if self._n == 0:
             return MatchResult(None, 0)
+        if self._enrol is not None:
+            np.mean(self._desc[: self._n], axis=0, out=self._mean)
+            self._enrol(tpl.encode(self._mean, model_id=self.model_id))
+            return MatchResult(True, self._n)
+        result = self._compare()
+        if self.observer is not None:
+            self.observer(result)
+        return result
+
+    def _compare(self) -> MatchResult:
         if self.config.rule == "mean":
             np.mean(self._desc[: self._n], axis=0, out=self._mean)
             dist = distance(self._mean, self._template)
@@ -218,6 +237,7 @@ class MatchSession:
 
     def wipe(self) -> None:
         wipe(self._template, self._desc, self._quality, self._mean)
+        self._enrol = None
         self._n = 0
         self._runs = 0
         self.active = False
