@@ -173,7 +173,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
                         "(needs the face-match models: edge models build --with face-match)"),
         "variant": Str("float32", "descriptor model build (int8: ~3x faster, distances within ~0.03)",
                        ("float32", "int8")),
-        "threshold": Float(0.40, "largest descriptor distance that matches; calibrated on the dev faces, "
+        "threshold": Float(0.38, "largest descriptor distance that matches; calibrated on the dev faces, "
                            "calibrate on your population (edge eval --match, docs/MATCH.md)", 0.05, 1.5),
         "frames": Int(3, "best-quality frames whose descriptors are compared", 1, 16),
         "rule": Str("mean", "mean: distance of the frames' mean descriptor; min: the closest frame", ("mean", "min")),

@@ -69,7 +69,8 @@ class TFLiteDescriptor:
         self._interp.invoke()
         raw = self._interp.get_tensor(self._out.index).reshape(-1)
         if self.quantized:
-            np.subtract(raw, self._out.zero_point, out=self.descriptor, casting="unsafe")
+            self.descriptor[:] = raw  # widen first: int8 arithmetic would wrap
+            self.descriptor -= np.float32(self._out.zero_point)
             self.descriptor *= np.float32(self._out.scale)
         else:
             self.descriptor[:] = raw
