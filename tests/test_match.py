@@ -197,3 +197,42 @@ def test_session_end_wipes_match_state(caplog):
     assert not p.match.active and p.match.matcher.wiped >= 1 and p.landmarks.wiped >= 1
     # no distance, descriptor or template in any log line
     assert "distance" not in caplog.text.lower() and tpl.to_text(tpl.encode(OWNER)) not in caplog.text
+
+
+def test_match_config_is_validated():
+    from edge import config as config_mod
+    from edge.errors import ConfigError
+
+    cfg = config_mod.from_dict({})
+    assert cfg.match.enabled is False and cfg.match.threshold == 0.38  # off by default: no 100 MB download
+    with pytest.raises(ConfigError, match="match.max_runs"):
+        config_mod.from_dict({"match": {"frames": 4, "max_runs": 2}})
+    with pytest.raises(ConfigError, match="match.rule"):
+        config_mod.from_dict({"match": {"rule": "median"}})
+    with pytest.raises(ValueError):
+        MatchConfig(threshold=0.0)
+
+
+def test_models_cli_takes_the_feature_and_refuses_unknown_ones():
+    import argparse
+
+    from edge.models.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["models", "build", "--with", "face-match"]).features == ["face-match"]
+    assert parser.parse_args(["models", "fetch"]).features == []
+    with pytest.raises(SystemExit):
+        parser.parse_args(["models", "fetch", "--with", "everything"])
+
+
+def test_eval_counts_pairs_and_picks_the_threshold_for_a_target_fmr():
+    from edge.match.evaluate import pair_distances, subject_of, threshold_at_fmr
+
+    assert subject_of("nuaa/live/0004_0004_01_06_03_0.jpg") == "0004" and subject_of("image_T1.jpg") is None
+    desc = np.stack([OWNER, NEAR, STRANGER, np.full(128, np.nan, np.float32)])
+    gen, imp = pair_distances(desc, ["a", "a", "b", "b"])  # the NaN row (no face) takes no part
+    assert len(gen) == 1 and len(imp) == 2 and gen[0] < 0.2 < imp.min()
+    impostor = np.arange(1, 1001) / 1000.0
+    t = threshold_at_fmr(impostor, 0.01)
+    assert (impostor <= t).mean() == 0.01 and 0.010 < t < 0.011  # the next impostor would exceed 1 %
