@@ -104,3 +104,14 @@ def test_every_match_buffer_is_zero_after_a_session(face_match):
             del view
         lm = p.landmarks
         assert is_zeroed(lm._crop, lm._rgb, lm._points, lm._raw), "mesh buffers"
+
+
+def test_bench_match_prints_the_cost_table(face_match):
+    import io
+
+    from edge.match.bench import run
+
+    out = io.StringIO()
+    assert run(runs=2, warmup=0, threads="1", out=out) == 0
+    text = out.getvalue()
+    assert "descriptor float32" in text and "descriptor int8" in text and "chip" in text
