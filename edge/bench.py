@@ -12,7 +12,10 @@ What it runs, on the same frames:
 - edge: the pipeline's own stage objects (edge.assemble.build_pipeline):
   camera read (capture+decode), detector, quality gate, liveness ensemble,
   decision; for each model variant (float32, int8) and thread count (1, 2),
-  each in a fresh process so peak RSS is per configuration;
+  each in a fresh process so peak RSS is per configuration; with
+  ``--landmarks`` also the active mode's landmark stage (Face Landmarker v2
+  mesh + blendshapes + pose, float32) on every frame with a face, its pose
+  fed to the gate;
 - upstream: scripts/bench_upstream.py in the benchmark's own venv (PyTorch,
   OpenCV 4), twice: models held in memory (favours upstream) and as its code
   ships (weights reloaded on every predict()), when that venv exists (--upstream-python, default
@@ -54,7 +57,7 @@ UPSTREAM_SHIPPED = "upstream shipped"  # as its code runs: predict() reloads the
 UPSTREAM_CODE = "upstream own code"  # upstream's own checkout (--upstream-src), when one is available locally
 DEFAULT_UPSTREAM_PYTHON = "/work/benchvenv/bin/python"
 W, H, FPS = 640, 480, 30.0
-STAGES = ("capture", "detect", "gate", "crop", "liveness", "decision")
+STAGES = ("capture", "detect", "landmarks", "gate", "crop", "liveness", "decision")
 GOAL_FRAME_MS = 8.0
 GOAL_RATIO = 6.0
 GOAL_VERDICT_MS = 400.0
@@ -145,6 +148,11 @@ def run_worker(args: argparse.Namespace) -> dict:
     liveness, gate, decision = pipeline.liveness, pipeline.gate, pipeline.decision
     scales = _crop_scales(liveness)
     crop_bufs = [np.zeros((80, 80, 3), np.uint8) for _ in scales]
+    mesh = None
+    if getattr(args, "landmarks", False):
+        from edge.landmarks.mesh import MeshLandmarker
+
+        mesh = MeshLandmarker.from_registry("float32", threads=args.threads)
     camera = open_camera(args.source)
     times = {k: [] for k in STAGES}
     e2e: list[float] = []
@@ -158,7 +166,10 @@ def run_worker(args: argparse.Namespace) -> dict:
         t1 = perf()
         faces = pipeline._faces(frame.image, frame.index)  # the pipeline's own every-n-th-frame rule
         t2 = perf()
-        g = gate.assess(frame.image, faces)
+        lm = mesh.estimate(frame.image, max(faces, key=lambda f: f.area)) if mesh is not None and faces else None
+        t_lm = perf()
+        lm_s = t_lm - t2
+        g = gate.assess(frame.image, faces, landmarks=lm)
         t3 = perf()
         score = None
         c_s = 0.0
@@ -180,9 +191,10 @@ def run_worker(args: argparse.Namespace) -> dict:
         if record:
             faces_seen += bool(faces)
             votes += score is not None
-            for k, v in (("capture", t1 - t0), ("detect", t2 - t1), ("gate", t3 - t2), ("crop", c_s),
-                         ("liveness", live_s), ("decision", t5 - t4)):
-                times[k].append(v)
+            for k, v in (("capture", t1 - t0), ("detect", t2 - t1), ("landmarks", lm_s), ("gate", t3 - t_lm),
+                         ("crop", c_s), ("liveness", live_s), ("decision", t5 - t4)):
+                if k != "landmarks" or mesh is not None:
+                    times[k].append(v)
             e2e.append((t1 - t0) + (t2 - t1) + (t3 - t2) + live_s + (t5 - t4))
 
     with camera:
@@ -214,13 +226,15 @@ def run_worker(args: argparse.Namespace) -> dict:
         cur, peak = tracemalloc.get_traced_memory()
         blocks1 = sys.getallocatedblocks()
         tracemalloc.stop()
+    if mesh is not None:
+        mesh.close()
     pipeline_close = getattr(pipeline, "close", None)
     verdict = verdict_latency(pipeline, args)
     if pipeline_close:
         pipeline_close()
     n = len(e2e)
     return {
-        "pipeline": f"edge {args.variant}",
+        "pipeline": f"edge {args.variant}" + (" +mesh" if mesh is not None else ""),
         "variant": args.variant,
         "threads": args.threads,
         "every_n": every_n,
@@ -234,7 +248,9 @@ def run_worker(args: argparse.Namespace) -> dict:
         "fps_sum_of_stages": n / sum(e2e) if n else 0.0,
         "e2e": {"p50_ms": _pct(e2e, 50), "p99_ms": _pct(e2e, 99), "mean_ms": float(np.mean(e2e) * 1e3)},
         "cpu_ms_per_frame": cpu / n * 1e3,
-        "stages": {k: {"p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99)} for k, v in times.items()},
+        "stages": {
+            k: {"p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99)} for k, v in times.items() if v or k != "landmarks"
+        },
         "heap_net_bytes_per_frame": (cur - mid) / n_alloc,
         "heap_held_bytes": mid - base,  # held after n frames (the last frame's results), not growing
         "heap_peak_kb": (peak - base) / 1024,
@@ -429,6 +445,8 @@ def orchestrate(args: argparse.Namespace) -> dict:
                     cmd += ["--liveness-schedule", args.liveness_schedule]
                 if live_clip:
                     cmd += ["--live-clip", live_clip]
+                if args.landmarks:
+                    cmd += ["--landmarks"]
                 log.info("running %s", " ".join(cmd))
                 r = _best([_run_json(cmd, timeout=1800) for _ in range(args.repeat)])
                 r.setdefault("pipeline", f"edge {variant}")
@@ -469,6 +487,8 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--upstream-src", default=os.environ.get("EDGE_UPSTREAM_SRC"), metavar="DIR",
                    help="a local checkout of Silent-Face-Anti-Spoofing (never fetched by the bench): also run "
                         "upstream's own code ($EDGE_UPSTREAM_SRC)")
+    p.add_argument("--landmarks", action="store_true",
+                   help="also run the active mode's landmark stage (478-point mesh, blendshapes, pose; float32)")
     p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON to FILE")
     p.add_argument("--match", action="store_true",
                    help="only the 1:1 descriptor (float32 and int8 per --threads; pin one core with taskset -c 0)")

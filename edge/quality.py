@@ -36,7 +36,12 @@ Thresholds come from the models and physics rather than from any dev set:
   and the slope ``q`` is uncertain by up to a factor of two, so the default
   pitch limit (40 deg) only catches gross tilts.
   Positive pitch = chin up; positive yaw = nose towards the person's left eye.
-  Without keypoints the pose check is skipped (measures are NaN).
+  Without keypoints the pose check is skipped (measures are NaN). When the
+  landmark stage has run on the frame (active mode), ``assess(...,
+  landmarks=...)`` uses its head pose instead (a Procrustes fit of the
+  478-point mesh to MediaPipe's canonical face, same sign conventions), which
+  is far better than the keypoint ratios, for pitch above all; the measures
+  say which was used (``pose_source``).
 * blur: variance of the Laplacian of the face resized to 64x64 grey, so a
   face's sharpness does not depend on its size in pixels. 64 px is about twice
   the face size the 2.7x model sees, so blur that survives at 64 px reaches
@@ -58,12 +63,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import cv2
 import numpy as np
 
 from edge.types import FaceBox, Prompt, Reason
+
+if TYPE_CHECKING:  # the landmark stage is optional; the gate never imports it at run time
+    from edge.landmarks.base import FaceLandmarks
 
 FACE_SIZE = 64  # side of the grey face buffer the blur and exposure checks run on
 DARK_LEVEL = 5  # grey levels at or below: crushed to black
@@ -149,6 +157,7 @@ class QualityMeasures:
     brightness: float = math.nan
     dark_fraction: float = math.nan
     bright_fraction: float = math.nan
+    pose_source: str = "keypoints"  # or "mesh" when the landmark stage's pose was used
 
 
 @dataclass(frozen=True)
@@ -267,8 +276,12 @@ class QualityGate:
         bright = float(hist[BRIGHT_LEVEL:].sum()) / n
         return float(std[0, 0]) ** 2, mean, dark, bright
 
-    def assess(self, image: np.ndarray, faces: Sequence[FaceBox]) -> QualityResult:
-        """Check one BGR frame and its detected faces."""
+    def assess(
+        self, image: np.ndarray, faces: Sequence[FaceBox], landmarks: "FaceLandmarks | None" = None
+    ) -> QualityResult:
+        """Check one BGR frame and its detected faces. ``landmarks`` (optional): the mesh of the
+        main face in this frame; its pose replaces the keypoint estimate when it belongs to the
+        assessed face (box overlap >= 0.5)."""
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(
                 f"quality gate expects an HxWx3 uint8 BGR image, got {getattr(image, 'shape', type(image))} "
@@ -297,7 +310,12 @@ class QualityGate:
         if not (m <= cx <= 1.0 - m and m <= cy <= 1.0 - m) or inside < cfg.min_inside_fraction:
             failures.append(Reason.FACE_NOT_CENTRED)
 
-        yaw, pitch, roll = estimate_pose(main.keypoints)
+        if landmarks is not None and landmarks.box.iou(main) >= 0.5:
+            yaw, pitch, roll = landmarks.yaw_deg, landmarks.pitch_deg, landmarks.roll_deg
+            pose_source = "mesh"
+        else:
+            yaw, pitch, roll = estimate_pose(main.keypoints)
+            pose_source = "keypoints"
         # NaN compares false: an unmeasurable angle does not fail the check
         if abs(yaw) > cfg.max_yaw_deg or abs(pitch) > cfg.max_pitch_deg or abs(roll) > cfg.max_roll_deg:
             failures.append(Reason.FACE_TURNED)
@@ -324,6 +342,7 @@ class QualityGate:
             brightness=bright_mean,
             dark_fraction=dark_frac,
             bright_fraction=bright_frac,
+            pose_source=pose_source,
         )
         return _result(measures, failures, main)
 
@@ -335,6 +354,11 @@ def _result(measures: QualityMeasures, failures: list[Reason], face: FaceBox | N
     return QualityResult(False, reason, PROMPTS[reason], measures, tuple(failures), face)
 
 
-def assess(image: np.ndarray, faces: Sequence[FaceBox], cfg: QualityConfig | None = None) -> QualityResult:
+def assess(
+    image: np.ndarray,
+    faces: Sequence[FaceBox],
+    cfg: QualityConfig | None = None,
+    landmarks: "FaceLandmarks | None" = None,
+) -> QualityResult:
     """One-off check (allocates its buffers; use a :class:`QualityGate` per frame stream)."""
-    return QualityGate(cfg).assess(image, faces)
+    return QualityGate(cfg).assess(image, faces, landmarks=landmarks)

@@ -152,3 +152,27 @@ def test_wipe_zeroes_and_close_is_idempotent():
     m.close()
     with pytest.raises(Exception, match="closed"):
         m.estimate(img, FaceBox(50, 50, 100, 100, 0.9))
+
+
+# -- the quality gate's pose hook -----------------------------------------------------------------
+
+
+def test_quality_gate_uses_the_mesh_pose_when_given():
+    from edge.landmarks.base import ScriptedLandmarks, ScriptedPose
+    from edge.quality import QualityGate
+    from edge.types import Reason
+
+    img = np.full((480, 640, 3), 128, np.uint8)
+    img[::2, ::2] = 40  # texture, so the blur check passes
+    kp = ((290.0, 220.0), (350.0, 220.0), (320.0, 250.0), (320.0, 280.0), (260.0, 230.0), (380.0, 230.0))
+    face = FaceBox(250, 170, 140, 140, 0.95, kp)
+    gate = QualityGate()
+    plain = gate.assess(img, [face])
+    assert plain.measures.pose_source == "keypoints" and Reason.FACE_TURNED not in plain.failures
+    turned = ScriptedLandmarks([ScriptedPose(yaw_deg=50.0)]).estimate(img, face)
+    res = gate.assess(img, [face], landmarks=turned)
+    assert res.measures.pose_source == "mesh" and res.measures.yaw_deg == 50.0
+    assert Reason.FACE_TURNED in res.failures
+    # a mesh of another face is ignored
+    other = ScriptedLandmarks([ScriptedPose(yaw_deg=50.0)]).estimate(img, FaceBox(0, 0, 60, 60, 0.9))
+    assert gate.assess(img, [face], landmarks=other).measures.pose_source == "keypoints"

@@ -144,7 +144,7 @@ def build_all(
     progress: Progress | None = None,
     fetcher: Callable[..., dict[str, Path]] = fetch.fetch_sources,
 ) -> BuildReport:
-    """Fetch the sources and build every artifact of every manifest (or of ``names``).
+    """Fetch the sources and build every artifact of every non-optional manifest (or of ``names``).
 
     An artifact already present with the manifest's sha256 is kept (``force=True`` rebuilds it).
     ``features``: optional features whose models are built too (e.g. ``("face-match",)``).
@@ -155,7 +155,15 @@ def build_all(
     t0 = time.monotonic()
     out_dir = Path(out_dir) if out_dir is not None else build_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifests = [m for m in list_manifests(features) if names is None or m.name in names]
+    # Optional models (``optional = true``, or a ``feature`` not asked for with --with) are built only when named.
+    every = list_manifests("all")
+    if names is not None and set(names) - {m.name for m in every}:
+        raise ModelMissingError(
+            f"no manifest for {', '.join(sorted(set(names) - {m.name for m in every}))}; "
+            f"known: {', '.join(m.name for m in every)}"
+        )
+    manifests = [m for m in every if (m.name in names if names is not None
+                                      else not m.optional and (not m.feature or m.feature in features))]
     if not manifests:
         raise ModelMissingError(f"no model manifests (*.toml) in {out_dir.parent}: check {ENV_MODELS_DIR}")
     results: list[BuildResult] = []

@@ -60,6 +60,9 @@ def register(subparsers) -> None:
     b.add_argument("--calibration", type=_path, metavar="DIR",
                    help="BlazeFace int8 calibration images (default ../shared/fas-dev when present)")
     b.add_argument("--force", action="store_true", help="rebuild artifacts that are already present and verified")
+    b.add_argument("--model", action="append", metavar="NAME",
+                   help="build only this model (repeatable); also the way to build an optional one "
+                   "(face_landmark: the old 468-point mesh)")
     b.add_argument("--record", action="store_true",
                    help="maintainers: write the new artifact sha256 into the manifests instead of failing")
     b.set_defaults(func=cmd_build)
@@ -101,7 +104,9 @@ def cmd_build(args) -> int:
     calibration = args.calibration if args.calibration is not None else build.default_calibration_dir()
     t0 = time.monotonic()
     try:
+        names = tuple(args.model) if args.model else None
         report = build.build_all(weights_dir=_weights(args), wheel=args.wheel, calibration_dir=calibration,
+                                 names=names,
                                  int8=args.int8, allow_download=not args.offline, record=args.record, force=args.force,
                                  features=tuple(args.features),
                                  progress=_progress)
@@ -138,7 +143,7 @@ def cmd_list(args) -> int:
                 if m.feature:
                     rows.append((m.name, variant, art.file, f"not built (--with {m.feature})", "-", "-"))
                     continue
-                rows.append((m.name, variant, art.file, "missing", "-", "-"))
+                rows.append((m.name, variant, art.file, "optional" if m.optional else "missing", "-", "-"))
                 continue
             actual = sha256_file(path)
             ok = actual == art.sha256

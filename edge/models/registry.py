@@ -160,7 +160,8 @@ class ModelManifest:
     output: OutputSpec
     artifacts: Mapping[str, Artifact] = field(default_factory=lambda: MappingProxyType({}))
     source: Path | None = None  # the manifest file
-    feature: str = ""  # optional feature this model belongs to ("" = always built)
+    optional: bool = False  # not built (nor required by verify) unless asked for by name
+    feature: str = ""  # optional feature (built with --with FEATURE; implies optional)
 
     def artifact(self, variant: str) -> Artifact:
         try:
@@ -325,6 +326,7 @@ def parse_manifest(path: Path, data: Mapping[str, Any]) -> ModelManifest:
         output=out,
         artifacts=MappingProxyType(arts),
         source=path,
+        optional=r.get("optional", bool, "true or false", default=False),
         feature=r.get("feature", str, f"one of {', '.join(FEATURES)}", default="", check=lambda v: v in FEATURES),
     )
 
