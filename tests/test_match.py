@@ -236,3 +236,30 @@ def test_eval_counts_pairs_and_picks_the_threshold_for_a_target_fmr():
     impostor = np.arange(1, 1001) / 1000.0
     t = threshold_at_fmr(impostor, 0.01)
     assert (impostor <= t).mean() == 0.01 and 0.010 < t < 0.011  # the next impostor would exceed 1 %
+
+
+def test_chip_alignment_puts_the_five_points_on_dlibs_template():
+    """Five dots on a large rotated face (the pyramid path) land where the chip map says, and that is dlib's
+    template up to dlib's own half-pixel corner convention (which its golden chips confirm: docs/MATCH.md)."""
+    import cv2
+
+    from edge.match.align import ChipExtractor, chip_points, chip_to_image
+
+    want = chip_points()
+    angle, scale, shift = np.radians(12.0), 2.6, np.array([300.0, 180.0])
+    rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) * scale
+    pts = want @ rot.T + shift
+    img = np.zeros((720, 960, 3), np.uint8)
+    for x, y in pts:
+        cv2.circle(img, (int(round(x * 16)), int(round(y * 16))), 9 * 16, (255, 255, 255), -1, cv2.LINE_AA, shift=4)
+    chip = ChipExtractor().extract(img, pts)
+    m = chip_to_image(pts)
+    mapped = (pts - m[:, 2]) @ np.linalg.inv(m[:, :2]).T  # where the map puts the five points in the chip
+    assert np.abs(mapped - want).max() < 1.0
+    grey = chip[..., 0].astype(float)
+    for (x, y) in mapped:
+        x0, y0 = int(round(x)), int(round(y))
+        patch = grey[y0 - 6:y0 + 7, x0 - 6:x0 + 7]
+        ys, xs = np.mgrid[y0 - 6:y0 + 7, x0 - 6:x0 + 7]
+        cy, cx = (patch * ys).sum() / patch.sum(), (patch * xs).sum() / patch.sum()
+        assert abs(cx - x) < 0.25 and abs(cy - y) < 0.25, (cx, cy, x, y)

@@ -109,13 +109,17 @@ class ChipExtractor:
         """The chip (borrowed: valid until the next ``extract`` or ``wipe``) for dlib-ordered ``points5``."""
         m = chip_to_image(points5, self.size, self.padding)
         step = math.hypot(m[0, 0], m[1, 0])  # image pixels per chip pixel
-        src = image_bgr
+        src, temps = image_bgr, []
         if step >= 2.0:
             # dlib's pyramid_down<2> levels while the face's rectangle stays larger than the chip
             levels = int(math.floor(math.log2(step)))
-            src, m = _shrink_region(image_bgr, m, self.size, levels)
-        cv2.warpAffine(src, m, (self.size, self.size), dst=self._bgr,
-                       flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            src, m, temps = _shrink_region(image_bgr, m, self.size, levels)
+        try:
+            cv2.warpAffine(src, m, (self.size, self.size), dst=self._bgr, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        finally:
+            for t in temps:  # the shrunk face: zeroed before it goes back to the allocator
+                t.fill(0)
         self.chip[...] = self._bgr[..., ::-1]
         return self.chip
 
@@ -126,7 +130,8 @@ class ChipExtractor:
 
 
 def _shrink_region(image: np.ndarray, m: np.ndarray, size: int, levels: int):
-    """Halve the chip's region of ``image`` ``levels`` times; return it and the chip map into it."""
+    """Halve the chip's region of ``image`` ``levels`` times: (smallest level, the chip map into it, the
+    arrays this allocated, which hold face pixels and must be zeroed by the caller)."""
     h, w = image.shape[:2]
     corners = m[:, :2] @ np.array([[0, size - 1, 0, size - 1], [0, 0, size - 1, size - 1]]) + m[:, 2:3]
     f = 1 << levels
@@ -136,13 +141,13 @@ def _shrink_region(image: np.ndarray, m: np.ndarray, size: int, levels: int):
     x1 = min(int(math.ceil(corners[0].max())) + margin + 1, w)
     y1 = min(int(math.ceil(corners[1].max())) + margin + 1, h)
     if x1 - x0 < 2 * f or y1 - y0 < 2 * f:
-        return image, m
-    region = image[y0:y1, x0:x1]
+        return image, m, []
+    region = image[y0:y1, x0:x1]  # a view of the frame (the camera wipes it)
+    temps = []
     for _ in range(levels):
         region = cv2.pyrDown(region)  # 5-tap Gaussian then halve, like dlib's pyramid_down<2>
+        temps.append(region)
     out = m.copy()
     out[:, 2] -= (x0, y0)
-    # pyrDown: image pixel x maps to small pixel (x - 0.5) / 2 - ... centres: small i covers 2i..2i+1
-    out /= f
-    out[:, 2] += 0.0
-    return region, out
+    out /= f  # pyrDown's output pixel i is centred on input pixel 2i
+    return region, out, temps
