@@ -181,3 +181,26 @@ def test_int8_keeps_pair_distances_close():
     dist = lambda x: np.linalg.norm(x[:, None] - x[None], axis=2)[iu]  # noqa: E731
     delta = np.abs(dist(got) - dist(want))
     assert delta.max() <= 0.05 and np.median(delta) <= 0.01
+
+
+def test_int8_graph_and_descriptor_stage_on_a_hand_made_model(fake, tmp_path):
+    """Without the real model: quantize the hand-made net, run it through the runtime's descriptor stage."""
+    from edge.match.descriptor import TFLiteDescriptor
+    from edge.models.dlib_convert import quantize_dlib_resnet
+
+    net = parse_dlib_resnet(fake)
+    chips = np.random.default_rng(3).integers(0, 256, (4, 150, 150, 3), dtype=np.uint8)
+    ref = forward_numpy(net, chips)
+    (tmp_path / "q.tflite").write_bytes(quantize_dlib_resnet(net, chips))
+    (tmp_path / "f.tflite").write_bytes(convert_dlib_resnet(net))
+    with TFLiteDescriptor(tmp_path / "q.tflite") as q, TFLiteDescriptor(tmp_path / "f.tflite") as f:
+        assert q.quantized and not f.quantized
+        for chip, want in zip(chips, ref):
+            np.testing.assert_allclose(f.describe(chip), want, rtol=1e-4, atol=1e-4)
+            got = q.describe(chip)
+            cos = float(got @ want / (np.linalg.norm(got) * np.linalg.norm(want)))
+            assert cos > 0.95, cos
+        q.wipe()
+        assert not q.descriptor.any() and not q._input.any()
+    with pytest.raises(ValueError, match="150x150x3 uint8"):
+        TFLiteDescriptor(tmp_path / "f.tflite").describe(np.zeros((150, 150), np.uint8))
