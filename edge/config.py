@@ -171,7 +171,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "match": {
         "enabled": Bool(False, "1:1 face comparison when a session request carries a template "
                         "(needs the face-match models: edge models build --with face-match)"),
-        "variant": Str("float32", "descriptor model build (int8: ~3x faster, distances within ~0.03)",
+        "variant": Str("float32", "descriptor model build (int8: several times faster, distances within ~0.03)",
                        ("float32", "int8")),
         "threshold": Float(0.38, "largest descriptor distance that matches; calibrated on the dev faces, "
                            "calibrate on your population (edge eval --match, docs/MATCH.md)", 0.05, 1.5),

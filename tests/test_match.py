@@ -263,3 +263,16 @@ def test_chip_alignment_puts_the_five_points_on_dlibs_template():
         ys, xs = np.mgrid[y0 - 6:y0 + 7, x0 - 6:x0 + 7]
         cy, cx = (patch * ys).sum() / patch.sum(), (patch * xs).sum() / patch.sum()
         assert abs(cx - x) < 0.25 and abs(cy - y) < 0.25, (cx, cy, x, y)
+
+
+def test_missing_face_match_model_names_the_build_with_the_feature(tmp_path, monkeypatch):
+    import shutil
+
+    from edge.errors import ModelMissingError
+    from edge.match.descriptor import TFLiteDescriptor
+    from edge.models import registry
+
+    shutil.copy(registry.models_dir() / "dlib_resnet.toml", tmp_path / "dlib_resnet.toml")
+    monkeypatch.setenv(registry.ENV_MODELS_DIR, str(tmp_path))
+    with pytest.raises(ModelMissingError, match="edge models build --with face-match"):
+        TFLiteDescriptor.from_registry("int8")

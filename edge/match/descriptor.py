@@ -53,11 +53,7 @@ class TFLiteDescriptor:
     def from_registry(cls, variant: str = "float32", *, threads: int = 1) -> "TFLiteDescriptor":
         from edge.models.registry import artifact_path
 
-        try:
-            path = artifact_path("dlib_resnet", variant)
-        except ModelError as err:
-            raise type(err)(f"{err} (face matching needs: edge models build --with face-match)") from err
-        return cls(path, threads=threads)
+        return cls(artifact_path("dlib_resnet", variant), threads=threads)
 
     def describe(self, chip_rgb: np.ndarray) -> np.ndarray:
         if self._interp is None:

@@ -414,7 +414,8 @@ def artifact_path(name: str, variant: str = "float32", *, verify: bool = True) -
         if variant == "int8" and art.calibration:
             hint = f" (the int8 build needs its calibration set: {art.calibration})"
         raise ModelMissingError(
-            f"model {name} ({variant}) is not built: {path} is missing. Run: {rebuild_command()}{hint}"
+            f"model {name} ({variant}) is not built: {path} is missing. Run: {rebuild_command()}"
+            f"{' --with ' + manifest.feature if manifest.feature else ''}{hint}"
         )
     if verify:
         actual = sha256_file(path)
