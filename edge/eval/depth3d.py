@@ -208,7 +208,9 @@ def planar_pairs(images: list[tuple[str, np.ndarray]], measure: Callable, check:
         if not faces:
             log.info("%s: no face in the original image; skipped", name)
             continue
-        f = max(faces, key=lambda b: b.area)
+        # The most confident face: in a few NUAA frames the person holding the print is also
+        # detected, half hidden behind it, and a mesh of a hidden face measures nothing.
+        f = max(faces, key=lambda b: b.score)
         box = (f.x, f.y, f.w, f.h)
         centre = (f.cx, f.cy)
         for kind in ("planar", "bent"):
@@ -221,12 +223,12 @@ def planar_pairs(images: list[tuple[str, np.ndarray]], measure: Callable, check:
                 # The rotation centre is the face centre, which therefore stays put in the image: a
                 # second face in the picture (the person holding the print) is never taken for it.
                 a = _camera_noise(render_pose(img, box, p0), rng)
-                lm_a, _ = measure(a, near=centre)
+                lm_a = measure(a, near=centre).landmarks
                 if lm_a is None:
                     continue
                 check.set_reference(lm_a)
                 b = _camera_noise(render_pose(img, box, p1), rng)
-                lm_b, _ = measure(b, near=centre)
+                lm_b = measure(b, near=centre).landmarks
                 if lm_b is None:
                     check.wipe()
                     continue

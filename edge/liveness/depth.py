@@ -69,7 +69,7 @@ LEFT_EYE_OUTER = 263
 
 #: Residual (RMS over the stable points, in eye-corner distances) at or above which
 #: a turn counts as three-dimensional. Chosen from ``edge eval --depth3d``: see docs/ACTIVE.md.
-DEFAULT_THRESHOLD = 0.012
+DEFAULT_THRESHOLD = 0.018
 
 #: Below this yaw change (degrees, from the mesh's pose) a measurement says little:
 #: a real head's parallax grows with the turn and mesh jitter does not.
