@@ -186,3 +186,71 @@ def test_real_clip_turns_are_detected_and_its_replays_rarely_pass(real_clip):
     res = active.replay_study([active.Recording(clip.file, "clip", s)], draws=40, k=2, seed=5)
     assert res[("clip", "active")]["runs"] == 40
     assert res[("clip", "active")]["passed"] <= 4
+
+
+class _FakeMeasurer:
+    """Stands in for the detector + mesh: frame i of a video is frame i of the scripted person."""
+
+    def __init__(self):
+        self.person = scripted(PERSON, N)
+        self.i = 0
+        self.closed = False
+
+    def __call__(self, image, near=None):
+        from edge.eval.meshes import Measured
+
+        if image.shape[0] == 48:  # the still photo
+            return Measured(self.person.landmarks(0), 1, 0.2, Reason.NONE)
+        lm = self.person.landmarks(self.i % N)
+        self.i += 1
+        return Measured(lm, 1, 0.9, Reason.NONE)
+
+    def close(self):
+        self.closed = True
+
+
+def _tiny_shared(root: Path) -> Path:
+    import cv2
+
+    (root / "action-dev" / "c").mkdir(parents=True)
+    (root / "fas-dev" / "live").mkdir(parents=True)
+    w = cv2.VideoWriter(str(root / "action-dev" / "c" / "v.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 30, (64, 64))
+    for _ in range(N):
+        w.write(np.full((64, 64, 3), 128, np.uint8))
+    w.release()
+    (root / "action-dev" / "manifest.csv").write_text(
+        "file,actions,frames,fps\nc/v.avi,hold@0-25;turn_right@30-54;blink@74-80;hold@85-129,%d,30\n" % N)
+    cv2.imwrite(str(root / "fas-dev" / "live" / "a.png"), np.zeros((48, 48, 3), np.uint8))
+    (root / "fas-dev" / "manifest.csv").write_text("file,label,attack\nlive/a.png,live,\n")
+    return root
+
+
+def test_cli_active_prints_the_three_tables(tmp_path, monkeypatch, capsys):
+    import edge.eval.meshes as meshes
+    from edge.eval.cli import main
+
+    fake = _FakeMeasurer()
+    monkeypatch.setattr(meshes, "default_measurer", lambda cfg=None: fake)
+    shared = _tiny_shared(tmp_path)
+    assert main(["eval", str(shared), "--active", "--draws", "30", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "(a) detection" in out and "(b) replayed recordings" in out and "(c) time to verdict" in out
+    assert "fas-dev images, still" in out
+    assert fake.closed
+
+
+def test_cli_active_refuses_bad_input(tmp_path, monkeypatch, capsys):
+    import edge.eval.meshes as meshes
+    from edge.eval.cli import main
+
+    monkeypatch.setattr(meshes, "default_measurer", lambda cfg=None: _FakeMeasurer())
+    assert main(["eval", str(tmp_path / "absent"), "--active"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "--active", "--quiet"]) == 1
+    assert "action-dev/manifest.csv not found" in capsys.readouterr().err
+    shared = _tiny_shared(tmp_path / "s")
+    assert main(["eval", str(shared), "--active", "--k", "9"]) == 2
+    assert "--k must be within" in capsys.readouterr().err
+    (shared / "action-dev" / "manifest.csv").write_text("file,actions,frames,fps\nc/v.avi,blink@5,130,30\n")
+    assert main(["eval", str(shared), "--active", "--quiet"]) == 2
+    assert "manifest.csv:2" in capsys.readouterr().err

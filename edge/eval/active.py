@@ -285,9 +285,11 @@ def replay_once(ch: Challenge, frames: list[FaceLandmarks | None], series: MeshS
 
 def replay_study(recordings: Sequence[Recording], *, draws: int, k: int, seed: int,
                  config: ChallengeConfig | None = None, depth_threshold: float | None = None,
+                 sim_draws: int | None = None,
                  progress: Callable[[str], None] | None = None) -> dict[tuple[str, str], dict]:
     """(b): per recording kind and variant, how many replays pass. Variants: ``active`` (votes
-    forced live, 3-D check on), ``active_no3d``, ``with_passive`` (real votes, 3-D on)."""
+    forced live, 3-D check on), ``active_no3d``, ``with_passive`` (real votes, 3-D on).
+    ``sim_draws``: draws per simulated session (there are hundreds of them), default ``draws``."""
     cfg = config or ChallengeConfig(k=k)
     rng = np.random.default_rng(seed)
     depth = DepthCheck(depth_threshold) if depth_threshold else DepthCheck()
@@ -302,7 +304,7 @@ def replay_study(recordings: Sequence[Recording], *, draws: int, k: int, seed: i
         # A one-frame recording (a still) gives the same frame whatever the offset, so its verdict
         # depends on the order alone: each distinct order is replayed once.
         memo: dict = {}
-        for _ in range(draws):
+        for _ in range(sim_draws if (rec.kind == "sim" and sim_draws) else draws):
             order = draw(rng.bytes(32), cfg.k, cfg.actions, cfg.require_pose)
             offset = int(rng.integers(0, max(1, n - 1))) if not rec.loop else int(rng.integers(0, n))
             for variant, (ch, passive) in engines.items():
@@ -331,9 +333,11 @@ def _wilson_upper(passed: int, runs: int, z: float = 1.96) -> float:
     return (centre + z * math.sqrt(p * (1 - p) / runs + z * z / (4 * runs * runs))) / den
 
 
-def render_replay(res: dict, counts: dict[str, int], k: int, draws: int) -> str:
+def render_replay(res: dict, counts: dict[str, int], k: int, draws: int, sim_draws: int | None = None) -> str:
     names = {"still": "fas-dev images, still", "sim": "simulated sessions (looped)", "clip": "action-dev clips"}
-    lines = [f"(b) replayed recordings against the challenge (k = {k}, {draws} random challenges each, random offsets)",
+    sim = f" ({sim_draws} per simulated session)" if sim_draws and ("sim", "active") in res else ""
+    lines = [f"(b) replayed recordings against the challenge (k = {k}, {draws} random challenges each{sim}, "
+             "random offsets)",
              "APCER = replays that PASS; 95 % upper bound (Wilson) in brackets; 'challenge alone' forces every "
              "passive vote live",
              f"{'recordings':<30}{'n':>5}{'runs':>8}   {'challenge alone':>22}   {'without 3-D check':>22}   "
@@ -561,3 +565,35 @@ def load_recordings(shared: Path, measure, *, sessions: Path | None = None,
 def _images(files: Iterable[Path]):
     for f in files:
         yield from read_frames(f)
+
+
+def run(shared: Path, measure, *, draws: int = 200, k: int = 2, seed: int = 7, sessions: Path | None = None,
+        sim_draws: int = 20,
+        timing_runs: int = 100, config: ChallengeConfig | None = None, depth_threshold: float | None = None,
+        progress: Callable[[str], None] | None = None) -> str:
+    """All three studies on a ../shared layout; the tables as text."""
+    base = config or ChallengeConfig()
+    cfg = ChallengeConfig(**{**base.__dict__, "k": k})
+    clips, series, recs = load_recordings(shared, measure, sessions=sessions, progress=progress)
+    try:
+        parts = [render_detection(detection_study(clips, series, EngineDetector(cfg)))]
+        if progress:
+            progress("replaying")
+        res = replay_study(recs, draws=draws, k=k, seed=seed, config=cfg, depth_threshold=depth_threshold,
+                           sim_draws=sim_draws, progress=progress)
+        counts: dict[str, int] = {}
+        for r in recs:
+            counts[r.kind] = counts.get(r.kind, 0) + 1
+        parts.append(render_replay(res, counts, k, draws, sim_draws))
+        if progress:
+            progress("time to verdict")
+        parts.append(render_timing(timing_study(clips, series, runs=timing_runs, k=k, seed=seed, config=cfg,
+                                                depth_threshold=depth_threshold), k))
+        thr = depth_threshold if depth_threshold else DepthCheck().threshold
+        head = (f"active liveness on {shared}: k = {k}, turn {cfg.turn_deg} deg, look up {cfg.look_up_deg} deg, "
+                f"blink +{cfg.blink_delta}, mouth +{cfg.mouth_delta}, smile +{cfg.smile_delta}, "
+                f"3-D residual >= {thr}\n")
+        return head + "\n" + "\n".join(parts)
+    finally:
+        for r in recs:
+            r.series.wipe()

@@ -17,7 +17,7 @@ toward or away from the camera), held identically in both frames.
 
 Both sets run through the same detector and mesh model; the score is
 :class:`edge.liveness.depth.DepthCheck`'s residual. This is a simulation of
-planar attacks, not a recording of them: see docs/ACTIVE.md for what it does
+planar attacks, not a recording of them: see docs/ACTIVE-EVAL.md for what it does
 and does not show.
 """
 
@@ -284,8 +284,10 @@ class DepthReport:
             ff = (f"{f.size:>7} {np.quantile(f, 0.95):7.4f} {f.max():7.4f} "
                   f"{np.mean(f >= self.threshold) * 100:6.1f}%") if f.size else f"{0:>7} {'-':>7} {'-':>7} {'-':>7}"
             lines.append(f"{f'{lo}-{hi}':<12}{rr}   {ff}")
+        turned = (f"{self.auc_turned:.4f}" if math.isfinite(self.auc_turned)
+                  else "- (no photo pair reached it)")
         lines += ["", f"AUC real turns vs flat photos: {self.auc_flat:.4f}; vs flat + bent: {self.auc_all:.4f}; "
-                      f"vs those whose mesh yaw moved >= min turn: {self.auc_turned:.4f}",
+                      f"vs photo pairs whose mesh yaw moved >= min turn: {turned}",
                   f"threshold {self.threshold:.4f} (residual >= threshold counts as 3-D); "
                   f"midpoint of max flat/bent and min real: {self.suggested:.4f}"]
         return "\n".join(lines) + "\n"
