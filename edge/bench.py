@@ -12,7 +12,10 @@ What it runs, on the same frames:
 - edge: the pipeline's own stage objects (edge.assemble.build_pipeline):
   camera read (capture+decode), detector, quality gate, liveness ensemble,
   decision; for each model variant (float32, int8) and thread count (1, 2),
-  each in a fresh process so peak RSS is per configuration;
+  each in a fresh process so peak RSS is per configuration; with
+  ``--landmarks`` also the active mode's landmark stage (Face Landmarker v2
+  mesh + blendshapes + pose, float32) on every frame with a face, its pose
+  fed to the gate;
 - upstream: scripts/bench_upstream.py in the benchmark's own venv (PyTorch,
   OpenCV 4), twice: models held in memory (favours upstream) and as its code
   ships (weights reloaded on every predict()), when that venv exists (--upstream-python, default
@@ -54,7 +57,7 @@ UPSTREAM_SHIPPED = "upstream shipped"  # as its code runs: predict() reloads the
 UPSTREAM_CODE = "upstream own code"  # upstream's own checkout (--upstream-src), when one is available locally
 DEFAULT_UPSTREAM_PYTHON = "/work/benchvenv/bin/python"
 W, H, FPS = 640, 480, 30.0
-STAGES = ("capture", "detect", "gate", "crop", "liveness", "decision")
+STAGES = ("capture", "detect", "landmarks", "gate", "crop", "liveness", "decision")
 GOAL_FRAME_MS = 8.0
 GOAL_RATIO = 6.0
 GOAL_VERDICT_MS = 400.0
@@ -114,7 +117,7 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1e3, q)) if values else float("nan")
 
 
-def _build(variant: str, threads: int, every_n: int | None, schedule: str | None):
+def _build(variant: str, threads: int, every_n: int | None, schedule: str | None, mode: str | None = None):
     """The pipeline as `edge run` builds it from the default config, with the bench's overrides."""
     from edge import config as config_mod
     from edge.assemble import build_pipeline
@@ -125,6 +128,8 @@ def _build(variant: str, threads: int, every_n: int | None, schedule: str | None
     overrides: dict[str, Any] = {"models": models}
     if every_n is not None:
         overrides["detector"] = {"every_n_frames": every_n}
+    if mode is not None:
+        overrides["liveness"] = {"mode": mode}
     cfg = config_mod.load(None, overrides=overrides)
     return build_pipeline(cfg), cfg
 
@@ -139,12 +144,21 @@ def run_worker(args: argparse.Namespace) -> dict:
     from edge.liveness.crop import crop_face
 
     t_load = time.perf_counter()
-    pipeline, cfg = _build(args.variant, args.threads, args.every_n, args.liveness_schedule)
+    from edge.quality import count_faces
+
+    pipeline, cfg = _build(args.variant, args.threads, args.every_n, args.liveness_schedule, getattr(args, "mode", None))
     every_n = cfg.detector.every_n_frames
     load_s = time.perf_counter() - t_load
     liveness, gate, decision = pipeline.liveness, pipeline.gate, pipeline.decision
     scales = _crop_scales(liveness)
     crop_bufs = [np.zeros((80, 80, 3), np.uint8) for _ in scales]
+    # Active modes: the pipeline's own landmark stage on the one counted face, and the challenge
+    # engine in the decision's place (a fixed order; restarted whenever it decides).
+    active = pipeline.mode != "passive"
+    mesh = pipeline.landmarks if active else None
+    challenge = pipeline.challenge if active else None
+    order = ("blink", "turn_left")
+    gate_cfg = pipeline._gate_config
     camera = open_camera(args.source)
     times = {k: [] for k in STAGES}
     e2e: list[float] = []
@@ -158,7 +172,15 @@ def run_worker(args: argparse.Namespace) -> dict:
         t1 = perf()
         faces = pipeline._faces(frame.image, frame.index)  # the pipeline's own every-n-th-frame rule
         t2 = perf()
-        g = gate.assess(frame.image, faces)
+        lm = None
+        n_faces = len(faces)
+        if mesh is not None:
+            main, n_faces = count_faces(faces, gate_cfg)
+            if main is not None and n_faces == 1:
+                lm = mesh.estimate(frame.image, main)
+        t_lm = perf()
+        lm_s = t_lm - t2
+        g = gate.assess(frame.image, faces, landmarks=lm)
         t3 = perf()
         score = None
         c_s = 0.0
@@ -174,19 +196,25 @@ def run_worker(args: argparse.Namespace) -> dict:
             t4 = perf()
             live_s = 0.0
         t_ms = frame.timestamp_ns / 1e6
-        if decision.on_frame(t_ms, faces=len(faces), score=score, reason=g.reason) is not None:
+        if challenge is not None:
+            if challenge.on_frame(t_ms, faces=n_faces, landmarks=lm, score=score, reason=g.reason) is not None:
+                challenge.start(t_ms, order)
+        elif decision.on_frame(t_ms, faces=len(faces), score=score, reason=g.reason) is not None:
             decision.start(t_ms)
         t5 = perf()
         if record:
             faces_seen += bool(faces)
             votes += score is not None
-            for k, v in (("capture", t1 - t0), ("detect", t2 - t1), ("gate", t3 - t2), ("crop", c_s),
-                         ("liveness", live_s), ("decision", t5 - t4)):
-                times[k].append(v)
+            for k, v in (("capture", t1 - t0), ("detect", t2 - t1), ("landmarks", lm_s), ("gate", t3 - t_lm),
+                         ("crop", c_s), ("liveness", live_s), ("decision", t5 - t4)):
+                if k != "landmarks" or mesh is not None:
+                    times[k].append(v)
             e2e.append((t1 - t0) + (t2 - t1) + (t3 - t2) + live_s + (t5 - t4))
 
     with camera:
         decision.start(0.0)
+        if challenge is not None:
+            challenge.start(0.0, order)
         for _ in range(args.warmup):
             frame_step(False)
         cpu0 = time.process_time()
@@ -215,12 +243,15 @@ def run_worker(args: argparse.Namespace) -> dict:
         blocks1 = sys.getallocatedblocks()
         tracemalloc.stop()
     pipeline_close = getattr(pipeline, "close", None)
-    verdict = verdict_latency(pipeline, args)
+    # A still held for 3 s cannot answer a challenge: the active modes' time to verdict for a
+    # responding person is simulated by `edge eval --active` instead.
+    verdict = verdict_latency(pipeline, args) if not active else None
     if pipeline_close:
         pipeline_close()
     n = len(e2e)
     return {
-        "pipeline": f"edge {args.variant}",
+        "pipeline": f"edge {args.variant}" + (" active" if active else ""),
+        "mode": pipeline.mode,
         "variant": args.variant,
         "threads": args.threads,
         "every_n": every_n,
@@ -234,7 +265,9 @@ def run_worker(args: argparse.Namespace) -> dict:
         "fps_sum_of_stages": n / sum(e2e) if n else 0.0,
         "e2e": {"p50_ms": _pct(e2e, 50), "p99_ms": _pct(e2e, 99), "mean_ms": float(np.mean(e2e) * 1e3)},
         "cpu_ms_per_frame": cpu / n * 1e3,
-        "stages": {k: {"p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99)} for k, v in times.items()},
+        "stages": {
+            k: {"p50_ms": _pct(v, 50), "p99_ms": _pct(v, 99)} for k, v in times.items() if v or k != "landmarks"
+        },
         "heap_net_bytes_per_frame": (cur - mid) / n_alloc,
         "heap_held_bytes": mid - base,  # held after n frames (the last frame's results), not growing
         "heap_peak_kb": (peak - base) / 1024,
@@ -429,6 +462,8 @@ def orchestrate(args: argparse.Namespace) -> dict:
                     cmd += ["--liveness-schedule", args.liveness_schedule]
                 if live_clip:
                     cmd += ["--live-clip", live_clip]
+                if args.mode:
+                    cmd += ["--mode", args.mode]
                 log.info("running %s", " ".join(cmd))
                 r = _best([_run_json(cmd, timeout=1800) for _ in range(args.repeat)])
                 r.setdefault("pipeline", f"edge {variant}")
@@ -469,6 +504,9 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--upstream-src", default=os.environ.get("EDGE_UPSTREAM_SRC"), metavar="DIR",
                    help="a local checkout of Silent-Face-Anti-Spoofing (never fetched by the bench): also run "
                         "upstream's own code ($EDGE_UPSTREAM_SRC)")
+    p.add_argument("--mode", choices=("passive", "active", "step_up"),
+                   help="liveness mode (default: the config default, active): active adds the landmark stage "
+                        "(478-point mesh, blendshapes, pose; float32) and runs the challenge engine as the decision")
     p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON to FILE")
     # internal: one configuration in a fresh process
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -79,8 +79,8 @@ ACTION_PROMPTS = {
 }
 
 # Signal vector layout (one float64 row per frame).
-YAW, PITCH, ROLL, BLINK, JAW, SMILE, CX, CY, SIZE = range(9)
-N_SIGNALS = 9
+YAW, PITCH, ROLL, BLINK, BLINK_MIN, JAW, SMILE, CX, CY, SIZE = range(10)
+N_SIGNALS = 10
 _EYE_L, _EYE_R = BLENDSHAPE_INDEX["eyeBlinkLeft"], BLENDSHAPE_INDEX["eyeBlinkRight"]
 _JAW = BLENDSHAPE_INDEX["jawOpen"]
 _SMILE_L, _SMILE_R = BLENDSHAPE_INDEX["mouthSmileLeft"], BLENDSHAPE_INDEX["mouthSmileRight"]
@@ -126,13 +126,14 @@ class ChallengeConfig:
     # action thresholds, relative to the baseline
     turn_deg: float = 15.0
     look_up_deg: float = 12.0
-    blink_delta: float = 0.35
+    blink_delta: float = 0.18  # mean of both eyes' blink scores over the neutral face
+    blink_both: float = 0.7  # ... and the less closed eye at least this fraction of it (not a wink)
     mouth_delta: float = 0.30
     smile_delta: float = 0.35
     frontal_deg: float = 12.0  # blinks count only this close to the neutral pose
     neutral_deg: float = 7.0
     neutral_delta: float = 0.20
-    baseline_max_deg: float = 20.0  # a baseline needs a roughly frontal face ...
+    baseline_max_deg: float = 25.0  # a baseline needs a roughly frontal face (cameras sit off-axis) ...
     baseline_steady_deg: float = 6.0  # ... held this steady
     wrong_factor: float = 1.3  # another action counts as done wrong at this multiple of its threshold
     # face continuity: the largest jump of the face centre between frames (in face sizes) and
@@ -199,8 +200,9 @@ class Signals:
         v[YAW] = lm.yaw_deg
         v[PITCH] = lm.pitch_deg
         v[ROLL] = lm.roll_deg
-        # Both eyes: a wink is not a blink.
-        v[BLINK] = min(float(b[_EYE_L]), float(b[_EYE_R]))
+        left, right = float(b[_EYE_L]), float(b[_EYE_R])
+        v[BLINK] = 0.5 * (left + right)
+        v[BLINK_MIN] = min(left, right)  # both eyes must close: a wink is not a blink
         v[JAW] = float(b[_JAW])
         v[SMILE] = 0.5 * (float(b[_SMILE_L]) + float(b[_SMILE_R]))
         # Between the eyes (mesh point 168): moves least when the head turns, and follows the
@@ -509,6 +511,8 @@ class Challenge:
             # narrows in the image and the blendshape rises without a blink.
             if abs(d[YAW]) > cfg.frontal_deg or abs(d[PITCH]) > cfg.frontal_deg:
                 return 0.0
+            if d[BLINK_MIN] < cfg.blink_both * cfg.blink_delta:
+                return min(d[BLINK] / cfg.blink_delta, 0.49)  # one eye only: never a blink
             return d[BLINK] / cfg.blink_delta
         raise ValueError(action)
 

@@ -126,7 +126,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "liveness": {
         "mode": Str(
-            "passive",
+            "active",
             "passive: the liveness models alone; active: a random challenge of face actions read from the face "
             "mesh with a 3-D check, the liveness models still voting on every frame (the door default); "
             "step_up: passive first, the challenge only when the passive evidence is not clear",
@@ -149,7 +149,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "max_gap_ms": Int(500, "the face may be lost this long (else FACE_CHANGED)", 0, 5000),
         "turn_deg": Float(15.0, "head turn left/right that completes turn_left/turn_right, from the neutral pose", 5.0, 60.0),
         "look_up_deg": Float(12.0, "chin-up pitch that completes look_up, from the neutral pose", 5.0, 60.0),
-        "blink_delta": Float(0.35, "rise of both eyes' blink scores over the neutral face that counts as closed", 0.05, 1.0),
+        "blink_delta": Float(0.18, "rise of the eyes' mean blink score over the neutral face that counts as closed (both eyes)", 0.05, 1.0),
         "mouth_delta": Float(0.30, "rise of the jaw-open score that completes open_mouth", 0.05, 1.0),
         "smile_delta": Float(0.35, "rise of the smile score that completes smile", 0.05, 1.0),
         "depth_threshold": Float(

@@ -49,7 +49,7 @@ class SimpleGate:
     def __init__(self, config: QualityConfig | None = None):
         self.config = config or QualityConfig()
 
-    def assess(self, image: np.ndarray, faces: tuple[FaceBox, ...]) -> QualityResult:
+    def assess(self, image: np.ndarray, faces: tuple[FaceBox, ...], landmarks=None) -> QualityResult:
         main, n = count_faces(faces, self.config)
         measures = QualityMeasures(faces=n)
         if main is None:
@@ -211,7 +211,8 @@ class Pipeline:
                     main, n_faces = count_faces(faces, self._gate_config)
                     if main is not None and n_faces == 1:
                         mesh = self.landmarks.estimate(frame.image, main)
-                gate = self.gate.assess(frame.image, faces)
+                # With a mesh, the gate's pose check uses the mesh's pose (keypoints otherwise).
+                gate = self.gate.assess(frame.image, faces, landmarks=mesh) if mesh is not None else self.gate.assess(frame.image, faces)
                 score = None
                 if gate.ok:
                     score = self.liveness.score(frame.image, gate.face).live

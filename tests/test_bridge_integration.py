@@ -36,7 +36,7 @@ class Pair:
     """One `edge run` and one simulator, each on its own end of a PtyLink."""
 
     def __init__(self, tmp: Path, models: Path, source: str, toml_extra: str = "", sim_args=(), sessions=1,
-                 run_args=()):
+                 run_args=(), mode: str = "passive", camera_extra: str = ""):
         self.tmp = tmp
         key = tmp / "bridge.key"
         key.write_text(KEY_HEX + "\n")
@@ -47,6 +47,7 @@ class Pair:
             f"""
 [camera]
 source = "{source}"
+{camera_extra}
 [trigger]
 kind = "serial"
 [serial]
@@ -55,6 +56,8 @@ key_file = "{key}"
 heartbeat_interval_s = 0.2
 heartbeat_timeout_s = 1.0
 result_retry_ms = 100
+[liveness]
+mode = "{mode}"
 {toml_extra}
 """
         )
@@ -185,6 +188,26 @@ def test_service_mode_over_serial(tmp_path, built_models_dir):
     pair = Pair(tmp_path, built_models_dir, f"image://{LIVE_FACE}", run_args=("--service",)).finish()
     _check_session(pair, "PASS", "LIVE_CONFIRMED")
     assert "privacy guard refused" not in pair.rt_err, pair.runtime_log()
+
+
+@pytest.mark.skipif(not LIVE_FACE.is_file(), reason=f"no live face image in ../shared ({LIVE_FACE})")
+def test_active_challenge_over_serial_asks_the_order_the_controller_can_derive(tmp_path, built_models_dir):
+    """Active mode with a controller: the order is HMAC(key, START nonce || "challenge"), so the
+    controller knows what its person is asked; each action's PROMPT reaches it; a still photo
+    held in front of the camera never answers, so the verdict is FAIL, never PASS."""
+    from edge.challenge import ACTION_PROMPTS, challenge_seed, draw
+
+    pair = Pair(tmp_path, built_models_dir, f"image://{LIVE_FACE}?loop=1", camera_extra="freeze_frames = 300\nfreeze_s = 10.0",
+                sim_args=("--session-timeout-ms", "15000"), mode="active").finish(90)
+    start = next(e for e in pair.events if e["event"] == "start")
+    order = draw(challenge_seed(bytes.fromhex(KEY_HEX), bytes.fromhex(start["nonce"])), 2)
+    codes = [e["code"] for e in pair.events if e["event"] == "prompt"]
+    assert int(ACTION_PROMPTS[order[0]]) in codes, (order, codes, pair.runtime_log())
+    assert int(ACTION_PROMPTS[order[1]]) not in codes  # the first action was never done
+    assert pair.summary()["results"] == ["FAIL"]
+    printed = [v for v in pair.verdicts_printed() if "verdict" in v]
+    assert printed[0]["reason"] == "CHALLENGE_TIMEOUT" and printed[0]["challenge"] == list(order), pair.rt_out
+    assert not any(on for _, on in pair.summary()["relay"])
 
 
 def test_runtime_killed_mid_session_controller_faults_relay_off(tmp_path, built_models_dir):

@@ -35,9 +35,23 @@ def edge(*args, env=None):
 @pytest.fixture(scope="module")
 def check_rows(built_models_dir, tmp_path_factory):
     env = dict(os.environ, EDGE_MODELS_DIR=str(built_models_dir))
-    r = edge("check", "--json", "--no-progress", str(FAS), env=env)
+    r = edge("check", "--json", "--no-progress", "--mode", "passive", str(FAS), env=env)
     assert r.returncode == 0, r.stderr
     return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+@needs_shared
+def test_active_mode_never_passes_a_still_image(built_models_dir):
+    """Every dev image, live or attack, is a still: it cannot answer a challenge."""
+    env = dict(os.environ, EDGE_MODELS_DIR=str(built_models_dir))
+    r = edge("check", "--json", "--no-progress", "--mode", "active", str(FAS), env=env)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 204
+    assert not [x for x in rows if x["verdict"] == "PASS"]
+    assert {x["reason"] for x in rows} <= {"CHALLENGE_TIMEOUT", "NO_FACE_FOUND", "SPOOF_DETECTED", "NOT_ENOUGH_VOTES"} | {
+        "FACE_TOO_SMALL", "FACE_TURNED", "FACE_NOT_CENTRED", "BLURRY", "TOO_DARK", "TOO_BRIGHT", "MULTIPLE_FACES", "FACE_TOO_LARGE"}
+    assert all(len(x["challenge"]) == 2 for x in rows)
 
 
 @needs_shared

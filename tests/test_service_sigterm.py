@@ -57,7 +57,7 @@ def test_sigterm_mid_session_reports_fault_shutdown_and_exits_fast(models_env, t
         if p.poll() is None:
             p.kill()
             p.wait()
-    verdicts = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    verdicts = [v for v in (json.loads(line) for line in out.splitlines() if line.startswith("{")) if "verdict" in v]
     assert verdicts, err[-2000:]
     assert verdicts[-1]["verdict"] == "FAULT" and verdicts[-1]["reason"] == "SHUTDOWN", verdicts
     assert len(verdicts) == 1  # exactly one verdict for the one session

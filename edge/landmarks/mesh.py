@@ -214,7 +214,8 @@ class MeshLandmarker:
         w[1, 2] = cy - 0.5 + k * (s * (0.5 - half) + c * (0.5 - half))
         cv2.warpAffine(
             image, w, (INPUT_SIZE, INPUT_SIZE), dst=self._crop,
-            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+            # BORDER_REPLICATE: MediaPipe's ImageToTensorCalculator default (the face graph sets none).
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE,
         )
         cv2.cvtColor(self._crop, cv2.COLOR_BGR2RGB, dst=self._rgb)
         cv2.LUT(self._rgb, self._lut, dst=self._mapped)
