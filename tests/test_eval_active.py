@@ -254,3 +254,17 @@ def test_cli_active_refuses_bad_input(tmp_path, monkeypatch, capsys):
     (shared / "action-dev" / "manifest.csv").write_text("file,actions,frames,fps\nc/v.avi,blink@5,130,30\n")
     assert main(["eval", str(shared), "--active", "--quiet"]) == 2
     assert "manifest.csv:2" in capsys.readouterr().err
+
+
+def test_stitcher_hides_cuts_but_not_motion():
+    s = scripted(PERSON, N)
+    s.points[60:, :, 0] += 150.0  # the person stood elsewhere later in the clip
+    st = active.Stitcher(s)
+    a = st.frame(10).points_px[168, :2].copy()
+    b = st.frame(11).points_px[168, :2].copy()
+    assert np.allclose(a, b)  # consecutive frames: untouched
+    c = st.frame(70)  # a cut
+    assert np.allclose(c.points_px[168, :2], b, atol=1e-3) and c.face_size_px == pytest.approx(s.face_size[11])
+    d = st.frame(71)  # then the clip's own motion continues, shifted alike
+    assert np.allclose(d.points_px[:, :2] - c.points_px[:, :2], s.points[71, :, :2] - s.points[70, :, :2], atol=1e-3)
+    assert d.yaw_deg == s.pose[71, 0]
