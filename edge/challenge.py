@@ -128,6 +128,9 @@ class ChallengeConfig:
     look_up_deg: float = 12.0
     blink_delta: float = 0.18  # mean of both eyes' blink scores over the neutral face
     blink_both: float = 0.7  # ... and the less closed eye at least this fraction of it (not a wink)
+    # A blink is done once the eyes have opened again below this fraction of blink_delta: lids
+    # open more slowly than they close, and a slow reopening is still an answer.
+    blink_open: float = 0.75
     mouth_delta: float = 0.30
     smile_delta: float = 0.35
     frontal_deg: float = 12.0  # blinks count only this close to the neutral pose
@@ -540,7 +543,7 @@ class Challenge:
         if action == "blink":
             if s >= 1.0:
                 self._acting = True  # eyes closed; the blink is done when they open again
-            elif self._acting and s < 0.5:
+            elif self._acting and s < cfg.blink_open:
                 return self._done(t, action)
             return None
         if s >= 1.0:

@@ -130,8 +130,8 @@ def _challenge_order(args, cfg, *, service: bool = False) -> tuple[str, ...]:
         return ()
     if service:
         raise ConfigError("--challenge", text, "no fixed challenge in service mode (each session draws its own order)")
-    if cfg.trigger.kind == "serial":
-        raise ConfigError("--challenge", text, "no fixed challenge with a controller (trigger.kind = 'serial' derives the order from its nonce)")
+    if cfg.trigger.kind in ("serial", "osdp"):
+        raise ConfigError("--challenge", text, f"no fixed challenge with a controller (trigger.kind = '{cfg.trigger.kind}' derives the order from its nonce)")
     if cfg.liveness.mode == "passive":
         raise ConfigError("--challenge", text, "liveness.mode 'active' or 'step_up' (or --mode active)")
     try:

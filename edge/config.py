@@ -167,7 +167,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "min_votes_at_end": Int(1, "votes needed to decide when a finite source ends", 1, 100),
     },
     "trigger": {
-        "kind": Str("always", "what starts a session", ("always", "serial", "gpio")),
+        "kind": Str("always", "what starts a session (osdp: the panel, over OSDP; see [osdp])", ("always", "serial", "gpio", "osdp")),
         "max_sessions": Int(0, "with kind=always: stop after this many sessions (0 = run forever)", 0),
         "pause_ms": Int(0, "with kind=always: pause between sessions", 0, 600000),
         "gpio_pin": Int(27, "with kind=gpio: BCM pin of the trigger input", 0, 53),
@@ -192,6 +192,29 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "pin": Int(17, "BCM pin of the relay output", 0, 53),
         "active_high": Bool(True, "relay energised when the pin is high"),
         "pulse_ms": Int(1500, "how long the relay stays energised after PASS", 10, 60000),
+    },
+    # OSDP reader mode (docs/OSDP.md): this device is an OSDP peripheral (PD) on the panel's RS-485 bus
+    "osdp": {
+        "port": Str("", "RS-485 adapter: /dev/ttyUSB0, /dev/ttyAMA0, a pty path or any pyserial URL"),
+        "baudrate": Int(9600, "bus speed (OSDP: 9600, 19200, 38400, 57600, 115200 or 230400)", 9600, 230400),
+        "address": Int(0, "this reader's address on the bus (0-126; each reader on a bus has its own)", 0, 126),
+        "scbk_file": Str("", "Secure Channel base key file (root-only; 32 hex digits or 16 raw bytes)"),
+        "scbk_credential": Str("osdp-scbk", "systemd credential name of the SCBK, used when $CREDENTIALS_DIRECTORY is set"),
+        "keyset_file": Str("", "where a key set by the panel (KEYSET) is stored and read back first; empty: KEYSET refused"),
+        "install_mode": Bool(False, "accept the panel's default key (SCBK-D) until it sets one with KEYSET; no session runs meanwhile"),
+        "enforce_secure": Bool(True, "refuse everything but ID, CAP and the Secure Channel handshake in clear"),
+        "vendor_code": Int(0xFACE00, "3-byte vendor code (IEEE OUI) reported in PDID and used for the MFG payloads", 0, 0xFFFFFF),
+        "model": Int(1, "model number reported in PDID", 0, 255),
+        "hardware_version": Int(1, "hardware version reported in PDID", 0, 255),
+        "serial_number": Int(0, "serial number reported in PDID (0: derived from the board's serial)", 0, 0xFFFFFFFF),
+        "panel_timeout_ms": Int(2000, "panel silence after which a running session is cancelled (no verdict is sent late)", 200, 60000),
+        "result_timeout_ms": Int(3000, "how long a verdict waits for the panel's poll when START carried no deadline", 100, 60000),
+        "card_on_pass": Bool(False, "also report a card read on PASS (for panels that understand only card reads)"),
+        "card_facility": Int(0, "with card_on_pass: 26-bit Wiegand (H10301) facility code", 0, 255),
+        "card_number": Int(0, "with card_on_pass: 26-bit Wiegand (H10301) card number", 0, 65535),
+        "keypad_on_other": Str("", "with card_on_pass: keys (0-9, *, #) reported on any verdict but PASS; empty: nothing"),
+        "led_red_pin": Int(-1, "BCM pin of this device's own red LED (-1: none); with the green one, amber = both", -1, 53),
+        "led_green_pin": Int(-1, "BCM pin of this device's own green LED (-1: none); reported in PDCAP when set", -1, 53),
     },
     "service": {
         "guard": Bool(True, "refuse file writes and non-local sockets while a session runs (service mode)"),
@@ -232,6 +255,7 @@ class Config:
     service: Any
     logging: Any
     source: str | None = None  # file the config came from
+    osdp: Any = None
 
     def to_dict(self) -> dict:
         return {name: dataclasses.asdict(getattr(self, name)) for name in SCHEMA}
@@ -318,6 +342,13 @@ def _check_relations(s: dict, source: str | None) -> None:
         raise ConfigError(
             "challenge.require_pose", True, "false, or challenge.actions holding one of " + ", ".join(POSE_ACTIONS), source=source
         )
+    o = s["osdp"]
+    if s["trigger"].kind == "osdp" and not o.port:
+        raise ConfigError("osdp.port", "", "a device path or URL when trigger.kind = 'osdp'", source=source)
+    if o.install_mode and not o.keyset_file:
+        raise ConfigError("osdp.keyset_file", "", "a root-only file path with osdp.install_mode = true (where the panel's key is kept)", source=source)
+    if o.keypad_on_other and (len(o.keypad_on_other) > 16 or set(o.keypad_on_other) - set("0123456789*#")):
+        raise ConfigError("osdp.keypad_on_other", o.keypad_on_other, "at most 16 of 0-9, * and #", source=source)
     if not s["camera"].source.strip():
         raise ConfigError("camera.source", s["camera"].source, "a camera spec such as video://clip.mp4", source=source)
 

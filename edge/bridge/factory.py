@@ -24,6 +24,7 @@ serial.heartbeat_timeout_s      heartbeat_timeout_s
 serial.result_retry_ms          result_retry_ms
 serial.result_timeout_ms        result_timeout_ms            delivery budget when START has no deadline
 device.board / device.os        board / os_name              "" = detect
+osdp.*                          osdp (OsdpSettings)          "osdp" sink iff trigger.kind = "osdp"
 ==============================  ===========================  =============================
 """
 
@@ -40,8 +41,8 @@ from edge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TRIGGERS = ("always", "serial", "gpio")
-SINKS = ("stdout", "serial", "relay")
+TRIGGERS = ("always", "serial", "gpio", "osdp")
+SINKS = ("stdout", "serial", "relay", "osdp")
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ class BridgeConfig:
     runtime_version: str = ""
     model_versions: str = ""
     extra_info: tuple[tuple[str, str], ...] = field(default=())
+    # OSDP reader mode (edge.bridge.osdp.OsdpSettings), when trigger.kind = "osdp"
+    osdp: object | None = None
+    log_level: str = "INFO"
 
     def __post_init__(self):
         if self.trigger not in TRIGGERS:
@@ -87,6 +91,10 @@ class BridgeConfig:
         if ("serial" in self.sinks) != (self.trigger == "serial"):
             # a RESULT binds the controller's nonce from START: no START, nothing to bind
             raise ConfigError("trigger.kind", self.trigger, "'serial' exactly when the serial sink is used")
+        if ("osdp" in self.sinks) != (self.trigger == "osdp"):
+            raise ConfigError("trigger.kind", self.trigger, "'osdp' exactly when the osdp sink is used")
+        if self.trigger == "osdp" and not getattr(self.osdp, "port", ""):
+            raise ConfigError("osdp.port", "", "a device path or URL when trigger.kind = 'osdp'")
         if self.trigger == "serial" and not self.serial_port:
             raise ConfigError("serial.port", self.serial_port, "a device path or URL when trigger.kind = 'serial'")
         if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
@@ -111,6 +119,12 @@ class BridgeConfig:
             sinks.append("stdout")
         if t.kind == "serial":
             sinks.append("serial")
+        osdp = None
+        if t.kind == "osdp":
+            from edge.bridge.osdp import OsdpSettings
+
+            sinks.append("osdp")
+            osdp = OsdpSettings.from_config(cfg.osdp)
         if getattr(r, "enabled", False):
             sinks.append("relay")
         dev = getattr(cfg, "device", None)
@@ -144,6 +158,8 @@ class BridgeConfig:
             board=getattr(dev, "board", "") if dev is not None else "",
             os_name=getattr(dev, "os", "") if dev is not None else "",
             model_versions=model_versions,
+            osdp=osdp,
+            log_level=getattr(getattr(cfg, "logging", None), "level", "INFO"),
         )
 
     def device_info(self) -> tuple[tuple[str, str], ...]:
@@ -206,8 +222,16 @@ def open_bridge(cfg: BridgeConfig) -> tuple[Trigger, VerdictSink]:
             )
             stack.callback(serial_bridge.close)
             log.info("controller link on %s (key fingerprint %s)", cfg.serial_port, key_fingerprint(key))
+        osdp_bridge = None
+        if cfg.trigger == "osdp":
+            from edge.bridge.osdp import open_osdp
+
+            osdp_bridge = open_osdp(cfg.osdp, log_level=cfg.log_level)
+            stack.callback(osdp_bridge.close)
         if cfg.trigger == "serial":
             trigger = serial_bridge
+        elif cfg.trigger == "osdp":
+            trigger = osdp_bridge
         elif cfg.trigger == "gpio":
             from edge.bridge.gpio import GpioTrigger
 
@@ -225,6 +249,8 @@ def open_bridge(cfg: BridgeConfig) -> tuple[Trigger, VerdictSink]:
                 sinks.append(JsonLinesSink(prompts=cfg.stdout_prompts))
             elif kind == "serial":
                 sinks.append(serial_bridge)
+            elif kind == "osdp":
+                sinks.append(osdp_bridge)
             elif kind == "relay":
                 from edge.bridge.gpio import GpioRelay, RelaySink
 

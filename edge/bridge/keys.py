@@ -42,23 +42,41 @@ def _check_mode(path: Path, st: os.stat_result, *, private_dir: bool) -> None:
         )
 
 
-def read_key_file(path: str | os.PathLike, *, private_dir: bool = False) -> bytes:
-    """Read and check one key file; :class:`KeyFileError` names the file and the fix."""
+def _parse_key(data: bytes, length: int) -> bytes:
+    """``length`` raw bytes or ``2 * length`` hex digits (whitespace around them is fine)."""
+    if length == protocol.KEY_LEN:
+        return protocol.parse_key(data)
+    text = data.strip()
+    if len(data) == length and len(text) != 2 * length:
+        return bytes(data)
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise protocol.ProtocolError(f"neither {length} raw bytes nor {2 * length} hex digits") from err
+    if len(key) != length:
+        raise protocol.ProtocolError(f"{len(key)} bytes of hex, expected {length}")
+    return key
+
+
+def read_key_file(path: str | os.PathLike, *, private_dir: bool = False, length: int = protocol.KEY_LEN,
+                  setting: str = "serial.key_file") -> bytes:
+    """Read and check one key file of ``length`` bytes (the serial link's HMAC key by default,
+    the 16-byte OSDP SCBK with ``length=16``); :class:`KeyFileError` names the file and the fix."""
     p = Path(path)
+    make = f"umask 077; python3 -c \"import secrets; print(secrets.token_hex({length}))\" > {p}"
     try:
         # open first, then fstat the open file: no window between check and read
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as err:
         raise KeyFileError(
-            f"key file {p} does not exist; create it with: umask 077; python3 -c \"import secrets; "
-            f"print(secrets.token_hex(32))\" > {p}  (and install the same key on the controller)"
+            f"key file {p} does not exist; create it with: {make}  (and install the same key on the controller)"
         ) from err
     except OSError as err:
-        raise KeyFileError(f"key file {p} cannot be opened ({err.strerror}); check serial.key_file and its owner") from err
+        raise KeyFileError(f"key file {p} cannot be opened ({err.strerror}); check {setting} and its owner") from err
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"key file {p} is not a regular file; point serial.key_file at the key file itself")
+            raise KeyFileError(f"key file {p} is not a regular file; point {setting} at the key file itself")
         _check_mode(p, st, private_dir=private_dir)
         if st.st_uid not in (0, os.geteuid()):
             log.warning("key file %s is owned by uid %d, neither root nor this process: that user can read the key",
@@ -70,17 +88,19 @@ def read_key_file(path: str | os.PathLike, *, private_dir: bool = False) -> byte
         if fd >= 0:
             os.close(fd)
     try:
-        return protocol.parse_key(data)
+        return _parse_key(data, length)
     except protocol.ProtocolError as err:
         raise KeyFileError(
-            f"key file {p} is malformed ({err}); it must hold 32 raw bytes or 64 hex digits, e.g. the output of "
-            f"python3 -c \"import secrets; print(secrets.token_hex(32))\""
+            f"key file {p} is malformed ({err}); it must hold {length} raw bytes or {2 * length} hex digits, e.g. "
+            f"the output of python3 -c \"import secrets; print(secrets.token_hex({length}))\""
         ) from err
 
 
-def load_key(key_file: str | os.PathLike | None = None, credential: str | None = None) -> bytes:
+def load_key(key_file: str | os.PathLike | None = None, credential: str | None = None, *,
+             length: int = protocol.KEY_LEN, setting: str = "serial.key_file", what: str = "the serial link needs an HMAC key") -> bytes:
     """The link key: from ``$CREDENTIALS_DIRECTORY/<credential>`` when systemd passed
-    one, else from ``key_file``. Refuses (:class:`KeyFileError`) a key others may read."""
+    one, else from ``key_file``. Refuses (:class:`KeyFileError`) a key others may read.
+    ``length``/``setting``/``what`` describe the key for the OSDP SCBK (16 bytes)."""
     cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
     if credential and cred_dir:
         path = Path(cred_dir) / credential
@@ -89,16 +109,16 @@ def load_key(key_file: str | os.PathLike | None = None, credential: str | None =
             # on a non-swappable fs), so a 0440 credential file is not exposed by its mode alone
             dir_mode = stat.S_IMODE(os.stat(cred_dir).st_mode)
             log.info("bridge key from systemd credential %r", credential)
-            return read_key_file(path, private_dir=not dir_mode & 0o077)
+            return read_key_file(path, private_dir=not dir_mode & 0o077, length=length, setting=setting)
     if not key_file:
         where = f"$CREDENTIALS_DIRECTORY/{credential} is absent" if cred_dir and credential else "no systemd credential was passed"
         raise KeyFileError(
-            f"the serial link needs an HMAC key, but serial.key_file is empty and {where}; set serial.key_file "
-            f"to a root-only key file (chmod 600) or add LoadCredential={credential or 'hmac-key'}:/etc/edge/bridge.key "
+            f"{what}, but {setting} is empty and {where}; set {setting} "
+            f"to a root-only key file (chmod 600) or add LoadCredential={credential or 'hmac-key'}:/etc/edge/<key file> "
             f"to the service unit"
         )
     log.info("bridge key from %s", key_file)
-    return read_key_file(key_file)
+    return read_key_file(key_file, length=length, setting=setting)
 
 
 def key_fingerprint(key: bytes) -> str:

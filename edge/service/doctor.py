@@ -239,6 +239,8 @@ def check_key(env: DoctorEnv, cfg: Any) -> CheckResult:
     try:
         st = path.lstat()
     except FileNotFoundError:
+        if str(_cfg(cfg, "trigger.kind", "")) == "osdp" and not uses_link:
+            return CheckResult("key file", OK, f"{path} absent: not used (OSDP has its own key, see the osdp checks)")
         return CheckResult("key file", FAIL if uses_link else WARN, f"{path} does not exist",
                            f"sudo scripts/install.sh generates it, or: sudo sh -c 'umask 077; python3 -c "
                            f"\"import secrets; print(secrets.token_hex(32))\" > {path}'")
@@ -271,6 +273,78 @@ def check_key(env: DoctorEnv, cfg: Any) -> CheckResult:
     except OSError as err:
         return CheckResult("key file", UNKNOWN, f"{path}: {err.strerror}", "run edge doctor with sudo")
     return CheckResult("key file", OK, f"{path} root 0600, well-formed (passed to the service as a credential)")
+
+
+def _secret_file(env: DoctorEnv, name: str, path: Path, *, required: bool, any_owner: bool = False) -> CheckResult:
+    """Mode, owner and format of a 16-byte OSDP key file (SCBK or the panel's KEYSET)."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return CheckResult(name, FAIL if required else OK, f"{path} does not exist" + ("" if required else " (yet)"),
+                           f"python -m edge.bridge.osdp_panel keygen {path}, then give the panel the same key"
+                           if required else "")
+    except PermissionError:
+        return CheckResult(name, UNKNOWN, f"{path}: permission denied", "run edge doctor with sudo")
+    mode = stat.S_IMODE(st.st_mode)
+    # a key the panel set (KEYSET) is written by the service's own (dynamic) user
+    if not stat.S_ISREG(st.st_mode) or mode & 0o077 or (st.st_uid != env.root_uid and not any_owner):
+        return CheckResult(name, FAIL, f"{path}: mode {mode:04o}, uid {st.st_uid} (whoever reads it can join the "
+                           "Secure Channel and forge a PASS)", f"sudo chown root:root {path} && sudo chmod 600 {path}")
+    try:
+        from edge.bridge.keys import read_key_file
+
+        read_key_file(path, length=16, setting=name)
+    except PermissionError:
+        return CheckResult(name, UNKNOWN, f"{path} is root 0600 (content not checked: not root)", "run with sudo")
+    except Exception as err:
+        return CheckResult(name, FAIL, str(err), "regenerate it (32 hex digits) and set it on the panel")
+    return CheckResult(name, OK, f"{path} root 0600, a 16-byte key")
+
+
+def check_osdp(env: DoctorEnv, cfg: Any) -> list[CheckResult]:
+    """OSDP reader mode (trigger.kind = "osdp"): libosdp, the bus device, the SCBK, secure settings."""
+    if str(_cfg(cfg, "trigger.kind", "")) != "osdp":
+        return [CheckResult("osdp", OK, "OSDP reader mode not configured (trigger.kind is not 'osdp')")]
+    out = []
+    try:
+        import osdp_sys  # noqa: F401
+    except ImportError:
+        out.append(CheckResult("osdp", FAIL, "libosdp is not installed", "pip install 'libosdp==3.2.9' in the venv"))
+    port = str(_cfg(cfg, "osdp.port", ""))
+    if "://" in port or not port:
+        out.append(CheckResult("osdp port", WARN if port else FAIL, f"osdp.port is {port!r}: not an RS-485 device",
+                               "set osdp.port to the adapter (e.g. /dev/ttyUSB0 or /dev/ttyAMA0)"))
+    else:
+        path = env.dev / port[5:] if port.startswith("/dev/") else Path(port)
+        problem = f"{port} does not exist" if not path.exists() else _node_access(env, path.resolve(), _service_groups(env), "dialout")
+        out.append(CheckResult("osdp port", FAIL, problem, "plug the RS-485 adapter in; give it to group dialout mode 0660")
+                   if problem else CheckResult("osdp port", OK, f"{port} reachable by group dialout"))
+    scbk, keyset = str(_cfg(cfg, "osdp.scbk_file", "")), str(_cfg(cfg, "osdp.keyset_file", ""))
+    install = bool(_cfg(cfg, "osdp.install_mode", False))
+    if keyset and Path(keyset).exists():
+        out.append(_secret_file(env, "osdp keyset_file", Path(keyset), required=False, any_owner=True))
+    elif scbk:
+        out.append(_secret_file(env, "osdp scbk_file", Path(scbk), required=True))
+    elif not install:
+        out.append(CheckResult("osdp scbk_file", WARN, "osdp.scbk_file is empty: the key must come as the systemd "
+                               "credential osdp-scbk", "LoadCredential=osdp-scbk:/etc/edge/osdp-scbk.key in the unit"))
+    if keyset:
+        parent = Path(keyset).parent
+        out.append(CheckResult("osdp keyset dir", OK if parent.is_dir() else FAIL, f"KEYSETs are stored in {keyset}",
+                               "" if parent.is_dir() else f"create {parent} (root 0700) and add it to ReadWritePaths="))
+    if not _cfg(cfg, "osdp.enforce_secure", True):
+        out.append(CheckResult("osdp secure channel", WARN, "osdp.enforce_secure = false: commands are accepted in "
+                               "clear and anyone on the bus can start a session or read a verdict",
+                               "set osdp.enforce_secure = true on a gate"))
+    if install:
+        out.append(CheckResult("osdp install mode", WARN, "install mode: the reader accepts the public default key "
+                               "until the panel sets one (no session runs over it)",
+                               "once the panel has set its key, set osdp.install_mode = false"))
+    if _cfg(cfg, "osdp.card_on_pass", False):
+        out.append(CheckResult("osdp card_on_pass", WARN, "a PASS is also reported as a card read, which carries no "
+                               "session nonce (the Secure Channel still authenticates it)",
+                               "prefer the MFG VERDICT where the panel can read it"))
+    return out
 
 
 def _unit_score(env: DoctorEnv) -> tuple[float | None, str]:
@@ -375,7 +449,7 @@ def check_swap(env: DoctorEnv, cfg: Any) -> CheckResult:
 
 
 CHECKS: tuple[Callable[[DoctorEnv, Any], CheckResult | list[CheckResult]], ...] = (
-    check_camera, check_serial, check_gpio, check_models, check_key, check_unit,
+    check_camera, check_serial, check_gpio, check_models, check_key, check_osdp, check_unit,
     check_journald, check_syslog, check_coredump, check_swap,
 )
 
