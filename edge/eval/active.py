@@ -109,11 +109,13 @@ class EngineDetector:
     """The engine's own per-action rule (:meth:`edge.challenge.Challenge._strength`, its
     thresholds from ``config``) with the engine's event logic: an excursion starts at half
     the threshold and completes at the threshold (a blink when the eyes open again after
-    closing); the next one needs the signal back below half-way. Frames without a mesh
+    closing, to ``blink_open`` of the threshold); the next one needs the signal back below half-way. Frames without a mesh
     leave the state as it is."""
 
     def __init__(self, config: ChallengeConfig | None = None):
         self._engine = Challenge(config or ChallengeConfig())
+        # The engine's blink is done when the eyes are open again to this fraction of the threshold.
+        self._blink_open = float(getattr(self._engine.config, "blink_open", 0.5))
 
     def strength(self, action: str, delta: np.ndarray) -> float:
         return float(self._engine._strength(action, delta))
@@ -133,7 +135,7 @@ class EngineDetector:
             if action == "blink":
                 if s >= 1.0:
                     acting = True
-                elif acting and s < 0.5:
+                elif acting and s < self._blink_open:
                     events.append((onset if onset is not None else i, i))
                     onset, acting = None, False
                 elif s < 0.5:
