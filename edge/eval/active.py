@@ -4,7 +4,8 @@ Three studies, all on meshes measured once per recording (:mod:`edge.eval.meshes
 and replayed through :class:`edge.challenge.Challenge` itself:
 
 (a) **Detection** on ../shared/action-dev: per engine action, the share of
-    labelled segments the engine's own per-action rule completes (recall), and
+    labelled segments the engine's own per-action rule completes (an excursion from
+    onset to completion overlapping the label, +-5 frames: recall), and
     completions inside ``hold`` stretches (false triggers per minute) and inside
     distractor stretches (gaze shifts, tilts, squints, winks, closed eyes). The
     neutral reference of a clip is the median of its frames outside every
@@ -182,11 +183,14 @@ def detection_study(clips: Sequence[Clip], series: dict[str, MeshSeries], detect
         base = neutral_reference(sig, clip)
         segs = clip.all_segments()
         for a in actions:
-            done = [e[1] for e in detector(sig, base, a)]
+            events = detector(sig, base, a)
+            done = [e[1] for e in events]
             row = per[a]
             for seg in segs:
                 lo, hi = seg.start - SLACK, seg.end + SLACK
-                hits = sum(1 for f in done if lo <= f <= hi)
+                # Detected: an excursion (onset to completion) overlapping the labelled range: a slow
+                # reopening completes a blink after its label ends.
+                hits = sum(1 for on, f in events if on <= hi and f >= lo)
                 if LABEL_TO_ACTION.get(seg.action) == a:
                     row["seg"] += 1
                     if hits:
@@ -208,7 +212,8 @@ def detection_study(clips: Sequence[Clip], series: dict[str, MeshSeries], detect
 
 
 def render_detection(rows: Sequence[DetectionRow]) -> str:
-    lines = ["(a) detection on action-dev (the engine's own per-action rule and thresholds; labels +-5 frames)",
+    lines = ["(a) detection on action-dev (the engine's own per-action rule and thresholds; an excursion overlapping "
+             "the label +-5 frames)",
              f"{'action':<12}{'segments':>9}{'detected':>9}{'recall':>8}   {'hold frames':>11}{'false':>6}"
              f"{'per min':>8}   {'distractor frames':>17}{'false':>6}"]
     for r in rows:
