@@ -162,17 +162,20 @@ def build_pipeline(cfg: Config, *, on_progress=None, mode: str | None = None):
         detector.close()
         raise
     mode = mode or cfg.liveness.mode
-    landmarks = depth = None
-    if mode != "passive":
-        from edge.liveness.depth import DepthCheck
+    landmarks = depth = match = None
+    try:
+        if mode != "passive":
+            from edge.liveness.depth import DepthCheck
 
-        try:
             landmarks = build_landmarks(cfg)
-        except BaseException:
-            detector.close()
-            liveness.close()
-            raise
-        depth = DepthCheck(cfg.challenge.depth_threshold)
+            depth = DepthCheck(cfg.challenge.depth_threshold)
+        landmarks, match = build_match(cfg, landmarks)
+    except BaseException:
+        detector.close()
+        liveness.close()
+        if landmarks is not None:
+            landmarks.close()
+        raise
     return Pipeline(
         detector,
         liveness,
@@ -186,7 +189,32 @@ def build_pipeline(cfg: Config, *, on_progress=None, mode: str | None = None):
         challenge=challenge_config(cfg) if mode != "passive" else None,
         depth=depth,
         step_up_band=(cfg.liveness.step_up_low, cfg.liveness.step_up_high),
+        match=match,
     )
+
+
+def build_match(cfg: Config, landmarks=None):
+    """(face mesh, MatchSession) when ``[match] enabled``, else (``landmarks``, None). The mesh of
+    the active challenge (``landmarks``) serves the match too; without one a mesh without
+    blendshapes is loaded. The descriptor model is an optional feature: a missing build says
+    how to make it (edge models build --with face-match)."""
+    if not cfg.match.enabled:
+        return landmarks, None
+    from edge.landmarks.mesh import MeshLandmarker
+    from edge.match.session import MatchConfig, MatchSession, MeshMatcher
+
+    mc = MatchConfig(threshold=cfg.match.threshold, frames=cfg.match.frames, rule=cfg.match.rule,
+                     max_runs=cfg.match.max_runs)
+    own = landmarks is None
+    if own:
+        landmarks = MeshLandmarker.from_registry("float32", threads=cfg.models.threads, blendshapes=False)
+    try:
+        matcher = MeshMatcher.from_registry(cfg.match.variant, threads=cfg.models.threads)
+    except BaseException:
+        if own:
+            landmarks.close()
+        raise
+    return landmarks, MatchSession(matcher, mc)
 
 
 class RuntimeHandle:

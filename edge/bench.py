@@ -508,6 +508,8 @@ def build_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="liveness mode (default: the config default, active): active adds the landmark stage "
                         "(478-point mesh, blendshapes, pose; float32) and runs the challenge engine as the decision")
     p.add_argument("--json", metavar="FILE", help="also write the raw results as JSON to FILE")
+    p.add_argument("--match", action="store_true",
+                   help="only the 1:1 descriptor (float32 and int8 per --threads; pin one core with taskset -c 0)")
     # internal: one configuration in a fresh process
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--variant", default="float32", help=argparse.SUPPRESS)
@@ -524,6 +526,10 @@ def handle(args: argparse.Namespace) -> int:
             out = {"error": f"{type(err).__name__}: {err}"}
         print(json.dumps(out))
         return 0 if "error" not in out else 1
+    if getattr(args, "match", False):
+        from edge.match.bench import run
+
+        return run(runs=max(args.frames // 6, 10), warmup=5, threads=args.threads, variants=args.variants)
     results = orchestrate(args)
     render(results)
     if args.json:

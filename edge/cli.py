@@ -30,6 +30,7 @@ PLUGINS = (
     "edge.bench",
     "edge.demo",
     "edge.bridge.cli",
+    "edge.match.cli",
 )
 
 

@@ -224,6 +224,17 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "logging": {
         "level": Str("INFO", "log level", ("DEBUG", "INFO", "WARNING", "ERROR")),
     },
+    "match": {
+        "enabled": Bool(False, "1:1 face comparison when a session request carries a template "
+                        "(needs the face-match models: edge models build --with face-match)"),
+        "variant": Str("float32", "descriptor model build (int8: several times faster, distances within ~0.03)",
+                       ("float32", "int8")),
+        "threshold": Float(0.38, "largest descriptor distance that matches; calibrated on the dev faces, "
+                           "calibrate on your population (edge eval --match, docs/MATCH.md)", 0.05, 1.5),
+        "frames": Int(3, "best-quality frames whose descriptors are compared", 1, 16),
+        "rule": Str("mean", "mean: distance of the frames' mean descriptor; min: the closest frame", ("mean", "min")),
+        "max_runs": Int(6, "descriptor computations per session at most (cost bound)", 1, 64),
+    },
 }
 
 
@@ -254,6 +265,7 @@ class Config:
     relay: Any
     service: Any
     logging: Any
+    match: Any
     source: str | None = None  # file the config came from
     osdp: Any = None
 
@@ -310,6 +322,9 @@ def _check_relations(s: dict, source: str | None) -> None:
             raise ConfigError(f"decision.{key}", getattr(d, key), f"at most decision.window ({d.window})", source=source)
     if d.no_face_ms > d.timeout_ms:
         raise ConfigError("decision.no_face_ms", d.no_face_ms, f"at most decision.timeout_ms ({d.timeout_ms})", source=source)
+    m = s["match"]
+    if m.max_runs < m.frames:
+        raise ConfigError("match.max_runs", m.max_runs, f"at least match.frames ({m.frames})", source=source)
     q = s["quality"]
     if q.min_face_fraction >= q.max_face_fraction:
         raise ConfigError(

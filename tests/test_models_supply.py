@@ -61,8 +61,12 @@ def models(tmp_path, monkeypatch) -> Path:
 
 def test_committed_manifests_are_valid(monkeypatch):
     monkeypatch.delenv(registry.ENV_MODELS_DIR, raising=False)
-    ms = {m.name: m for m in registry.list_manifests()}
+    ms = {m.name: m for m in registry.list_manifests("all")}
     assert set(ms) == set(registry.MODEL_NAMES)
+    # the 100 MB face-match model is fetched and built only when asked for
+    assert "dlib_resnet" not in {m.name for m in registry.list_manifests()}
+    assert ms["dlib_resnet"].feature == "face-match"
+    assert {m.name for m in registry.list_manifests(("face-match",))} == set(registry.MODEL_NAMES)
     v2, v1se, bf = ms["minifasnet_v2"], ms["minifasnet_v1se"], ms["blazeface_short"]
     assert (v2.input.crop_scale, v1se.input.crop_scale) == (2.7, 4.0)
     assert v2.input.colour == "BGR" and v2.input.scale == 1.0 and v2.input.offset == 0.0

@@ -281,3 +281,21 @@ def test_bad_config_fails(tmp_path, capsys):
     bad.write_text("[camera]\nsource = 5\n")
     cfg, res = d.load_config(str(bad))
     assert cfg is None and res.status == d.FAIL and "camera.source" in res.detail
+
+
+def test_models_with_face_matching_enabled(tree, monkeypatch):
+    from edge.errors import ModelMissingError
+
+    env, _ = tree
+    monkeypatch.delenv("EDGE_MODELS_DIR", raising=False)
+
+    def only_core(name, variant):
+        if name == "dlib_resnet":
+            raise ModelMissingError("model dlib_resnet (int8) is not built")
+        return Path(f"/models/{name}.{variant}.tflite")
+
+    env.artifact_path = only_core
+    res = by_check(d.check_models(env, gate_cfg(match={"enabled": True, "variant": "int8"})))
+    assert res["model face_mesh_v2"].status == d.OK
+    assert res["model dlib_resnet"].status == d.FAIL and res["model dlib_resnet"].fix.endswith("--with face-match")
+    assert "model dlib_resnet" not in by_check(d.check_models(env, gate_cfg()))

@@ -49,7 +49,15 @@ CHILD = textwrap.dedent(
     from edge.camera import open_camera
     from edge.service.guard import GUARD, session_guard
 
-    cfg = config_mod.load(None, overrides={"camera": {"source": f"video://{clip}"}, "models": {"dir": models}})
+    overrides = {"camera": {"source": f"video://{clip}"}, "models": {"dir": models}}
+    request = None
+    if mode == "match":  # 1:1 on: the mesh and the descriptor run too, on a template sent with the request
+        from edge.bridge.base import SessionRequest
+        from edge.match import template as tpl
+
+        overrides["match"] = {"enabled": True}
+        template = tpl.encode(np.full(128, 0.05, np.float32))
+    cfg = config_mod.load(None, overrides=overrides)
     pipeline = build_pipeline(cfg)           # models are read before any session, as in the service
     GUARD.install()
     if mode == "leak":
@@ -85,8 +93,10 @@ CHILD = textwrap.dedent(
     verdicts = []
     for i in range(3):
         camera = open_camera(cfg.camera.source)
+        if mode == "match":
+            request = SessionRequest(session_id=i + 1, template=template)
         with session_guard():
-            outcome = pipeline.run_session(camera)
+            outcome = pipeline.run_session(camera, request)
         verdicts.append([outcome.verdict.kind.value, outcome.verdict.reason.name, outcome.verdict.frames_used])
     after = io()
     after_list = listing()
@@ -105,6 +115,8 @@ CHILD = textwrap.dedent(
             msg += "\n" + logging.Formatter().formatException(record.exc_info)
         if re.search(r"\[\s*-?\d+(\.\d*)?(\s+-?\d+(\.\d*)?){3,}", msg):
             bad.append("array-like text")
+        if mode == "match" and (tpl.to_text(template) in msg or template.hex() in msg or "distance" in msg.lower()):
+            bad.append("template or distance")
         if re.search(r"\b0\.\d{2,}\b", msg) or re.search(r"score", msg, re.I) and re.search(r"\d\.\d", msg):
             bad.append("score-like number")
         return bad
@@ -152,6 +164,22 @@ def test_sessions_write_nothing_and_log_no_pixels_or_scores(models_env, tmp_path
     assert out["guard"] == {"blocked": 0, "sessions": 3}
     # Logged at DEBUG, and still no arrays, bytes or scores.
     assert out["n_records"] > 0
+    assert out["bad_records"] == [], out["bad_records"]
+
+
+def test_match_sessions_write_nothing_and_log_no_template(models_env, tmp_path):
+    from edge.errors import ModelError
+    from edge.models.registry import artifact_path
+
+    try:
+        artifact_path("dlib_resnet", "float32")
+    except ModelError as err:
+        pytest.skip(f"face-match model not built (edge models build --with face-match): {err}")
+    out = _run(models_env, tmp_path, "match")
+    assert len(out["verdicts"]) == 3 and any(v[2] > 0 for v in out["verdicts"]), out["verdicts"]
+    assert out["syscw"] == 0 and out["wchar"] == 0 and out["write_bytes"] == 0, out
+    assert out["changed"] == [], out["changed"]
+    assert out["guard"] == {"blocked": 0, "sessions": 3}
     assert out["bad_records"] == [], out["bad_records"]
 
 

