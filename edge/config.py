@@ -153,7 +153,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "mouth_delta": Float(0.30, "rise of the jaw-open score that completes open_mouth", 0.05, 1.0),
         "smile_delta": Float(0.35, "rise of the smile score that completes smile", 0.05, 1.0),
         "depth_threshold": Float(
-            0.012, "3-D check: residual of one homography over the face's rigid points, in eye-corner distances, "
+            0.018, "3-D check: residual of one homography over the face's rigid points, in eye-corner distances, "
             "at or above which a head movement is 3-D", 0.0, 1.0, lo_open=True,
         ),
     },

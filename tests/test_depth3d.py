@@ -76,7 +76,7 @@ def test_a_turning_solid_face_leaves_a_residual_no_homography_explains(yaw):
     face = face_cloud(rng)
     a, b = project(face), project(face, yaw=yaw)
     r = planar_residual(a[IDX], b[IDX], 0.5 * (_iod(a) + _iod(b)))
-    assert r > 2 * DEFAULT_THRESHOLD
+    assert r > 1.5 * DEFAULT_THRESHOLD  # real turns of 15 degrees measured 0.024-0.029 (docs/ACTIVE-EVAL.md)
     with DepthCheck() as check:
         check.set_reference(landmarks(a))
         res = check.measure(landmarks(b, yaw=yaw))
@@ -208,3 +208,50 @@ def test_render_sheet_is_the_identity_when_flat_and_unrotated():
     assert turned[30, 40].tolist() == pytest.approx(img[30, 40].tolist(), abs=2)  # the centre stays put
     bent = render_sheet(img, (40.0, 30.0), rotation(0, 0, 0), focal=100.0, bend_radius=200.0)
     assert np.abs(bent[28:33, 38:43].astype(int) - img[28:33, 38:43]).max() <= 2
+
+
+def _pair(kind, residual, dyaw, source="x"):
+    from edge.eval.depth3d import Pair
+    from edge.liveness.depth import DepthResult
+
+    return Pair(kind, source, DepthResult(residual, 0.0, dyaw, 0.0, 151, DEFAULT_THRESHOLD, abs(dyaw) >= 12,
+                                          residual >= DEFAULT_THRESHOLD))
+
+
+def test_depth_report_separation_figures():
+    from edge.eval.depth3d import build_report
+
+    pairs = ([_pair("turn", r, 25) for r in (0.03, 0.05, 0.08)] + [_pair("turn_frame", 0.025, 16)]
+             + [_pair("planar", r, 3) for r in (0.004, 0.006, 0.01)] + [_pair("bent", 0.012, 5)])
+    rep = build_report(pairs, DEFAULT_THRESHOLD)
+    assert rep.auc_flat == 1.0 and rep.auc_all == 1.0 and math.isnan(rep.auc_turned)
+    assert rep.suggested == pytest.approx(math.sqrt(0.012 * 0.03))
+    text = rep.render()
+    assert "AUC real turns vs flat photos: 1.0000" in text and "no photo pair reached it" in text
+    assert "12-18" in text
+    rep = build_report(pairs + [_pair("planar", 0.04, 20)], DEFAULT_THRESHOLD)
+    assert rep.auc_flat == pytest.approx(11 / 12) and rep.auc_turned == pytest.approx(2 / 3)
+
+
+def test_cli_depth3d_prints_the_report(tmp_path, monkeypatch, capsys):
+    import edge.eval.depth3d as depth3d
+    import edge.eval.meshes as meshes
+    from edge.eval.cli import main
+
+    class Fake:
+        closed = False
+
+        def close(self):
+            Fake.closed = True
+
+    seen = {}
+
+    def fake_run(shared, measure, *, draws, seed, threshold, progress):
+        seen.update(draws=draws, seed=seed, threshold=threshold)
+        return depth3d.build_report([_pair("turn", 0.05, 25), _pair("planar", 0.005, 3)], threshold)
+
+    monkeypatch.setattr(meshes, "default_measurer", lambda cfg=None: Fake())
+    monkeypatch.setattr(depth3d, "run", fake_run)
+    assert main(["eval", str(tmp_path), "--depth3d", "--quiet"]) == 0
+    assert "AUC real turns vs flat photos: 1.0000" in capsys.readouterr().out
+    assert seen == {"draws": 2, "seed": 7, "threshold": DEFAULT_THRESHOLD} and Fake.closed

@@ -18,6 +18,7 @@ from typing import Callable
 
 from edge.errors import ConfigError, EdgeError
 from edge.eval import metrics as m
+from edge.eval.actions import ActionManifestError
 from edge.eval.dataset import DatasetError, load_dataset
 from edge.eval.fusion import FusionInputError, compare_fusion, sessions_from_scored
 from edge.eval.fusion import render as render_fusion
@@ -91,8 +92,69 @@ def register(subparsers) -> None:
     p.add_argument("--subject-regex", default=None, metavar="RE",
                    help="with --match: regex whose first group is the subject id in a file name "
                         "(default: leading digits before '_', as in NUAA); a manifest 'subject' column wins")
+    g = p.add_argument_group(
+        "active liveness", "with --active or --depth3d, DATASET is the shared data folder holding action-dev/ "
+        "and fas-dev/ (docs/ACTIVE-EVAL.md)")
+    g.add_argument("--active", action="store_true",
+                   help="the challenge engine on real clips: action detection, replayed recordings (APCER), "
+                        "time to verdict (simulated)")
+    g.add_argument("--depth3d", action="store_true",
+                   help="the 3-D check: real head turns against photos rendered as held and turned")
+    g.add_argument("--draws", type=int, metavar="N",
+                   help="--active: random challenges per recording (default 200); --depth3d: renders per "
+                        "photo and kind (default 2)")
+    g.add_argument("--k", type=int, metavar="K", help="--active: actions per challenge (default challenge.k)")
+    g.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    g.add_argument("--sessions", metavar="DIR",
+                   help="--active: also replay the simulated sessions written by scripts/sim_sessions.py")
+    g.add_argument("--sim-draws", type=int, default=20, metavar="N",
+                   help="--active: random challenges per simulated session (default 20; there are hundreds)")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(func=handler)
+
+
+def _active_handler(args: argparse.Namespace, out, err) -> int:
+    """``--active`` / ``--depth3d``: the active-liveness studies (edge.eval.active, edge.eval.depth3d)."""
+    from edge.assemble import challenge_config
+    from edge.eval.meshes import default_measurer
+
+    shared = Path(args.dataset)
+    if not shared.is_dir():
+        raise DatasetError(f"{shared} is not a folder: --active/--depth3d want the shared data folder "
+                           "holding action-dev/ and fas-dev/")
+    cfg = _load_config(args.config)
+    progress = None if args.quiet else (lambda msg: print(msg, file=err, flush=True))
+    measure = default_measurer(cfg)
+    try:
+        if args.depth3d:
+            from edge.eval import depth3d
+
+            draws = args.draws if args.draws is not None else 2
+            if draws < 1:
+                raise DatasetError(f"--draws must be at least 1, got {draws}")
+            rep = depth3d.run(shared, measure, draws=draws, seed=args.seed,
+                              threshold=cfg.challenge.depth_threshold, progress=progress)
+            out.write(rep.render())
+        if args.active:
+            from edge.eval import active
+
+            ch = challenge_config(cfg)
+            k = args.k if args.k is not None else ch.k
+            if not 1 <= k <= min(4, len(ch.actions)):
+                raise DatasetError(f"--k must be within [1, {min(4, len(ch.actions))}], got {k}")
+            draws = args.draws if args.draws is not None else 200
+            if draws < 1:
+                raise DatasetError(f"--draws must be at least 1, got {draws}")
+            text = active.run(shared, measure, draws=draws, k=k, seed=args.seed,
+                              sessions=Path(args.sessions) if args.sessions else None, config=ch,
+                              sim_draws=args.sim_draws,
+                              depth_threshold=cfg.challenge.depth_threshold, progress=progress)
+            if args.depth3d:
+                out.write("\n")
+            out.write(text)
+    finally:
+        measure.close()
+    return 0
 
 
 def _inside(path: Path, root: Path) -> bool:
@@ -142,6 +204,10 @@ def handler(args: argparse.Namespace, *, scorer_factory: ScorerFactory | None = 
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     try:
+        if getattr(args, "active", False) or getattr(args, "depth3d", False):
+            if getattr(args, "match", False) or getattr(args, "fusion", False):
+                raise DatasetError("--active/--depth3d study the challenge; run --match or --fusion separately")
+            return _active_handler(args, out, err)
         for opt in ("out", "plot"):
             target = getattr(args, opt, None)
             if target and _inside(Path(target), Path(args.dataset)):
@@ -205,7 +271,7 @@ def handler(args: argparse.Namespace, *, scorer_factory: ScorerFactory | None = 
     except PlotUnavailable as e:
         print(f"edge eval: {e}", file=err)
         return 3
-    except (DatasetError, ConfigError, m.EmptyClassError, m.UnreachableTargetError,
+    except (DatasetError, ConfigError, ActionManifestError, m.EmptyClassError, m.UnreachableTargetError,
             FusionInputError) as e:
         print(f"edge eval: {e}", file=err)
         return 2

@@ -17,7 +17,7 @@ toward or away from the camera), held identically in both frames.
 
 Both sets run through the same detector and mesh model; the score is
 :class:`edge.liveness.depth.DepthCheck`'s residual. This is a simulation of
-planar attacks, not a recording of them: see docs/ACTIVE.md for what it does
+planar attacks, not a recording of them: see docs/ACTIVE-EVAL.md for what it does
 and does not show.
 """
 
@@ -208,7 +208,9 @@ def planar_pairs(images: list[tuple[str, np.ndarray]], measure: Callable, check:
         if not faces:
             log.info("%s: no face in the original image; skipped", name)
             continue
-        f = max(faces, key=lambda b: b.area)
+        # The most confident face: in a few NUAA frames the person holding the print is also
+        # detected, half hidden behind it, and a mesh of a hidden face measures nothing.
+        f = max(faces, key=lambda b: b.score)
         box = (f.x, f.y, f.w, f.h)
         centre = (f.cx, f.cy)
         for kind in ("planar", "bent"):
@@ -221,12 +223,12 @@ def planar_pairs(images: list[tuple[str, np.ndarray]], measure: Callable, check:
                 # The rotation centre is the face centre, which therefore stays put in the image: a
                 # second face in the picture (the person holding the print) is never taken for it.
                 a = _camera_noise(render_pose(img, box, p0), rng)
-                lm_a, _ = measure(a, near=centre)
+                lm_a = measure(a, near=centre).landmarks
                 if lm_a is None:
                     continue
                 check.set_reference(lm_a)
                 b = _camera_noise(render_pose(img, box, p1), rng)
-                lm_b, _ = measure(b, near=centre)
+                lm_b = measure(b, near=centre).landmarks
                 if lm_b is None:
                     check.wipe()
                     continue
@@ -282,8 +284,10 @@ class DepthReport:
             ff = (f"{f.size:>7} {np.quantile(f, 0.95):7.4f} {f.max():7.4f} "
                   f"{np.mean(f >= self.threshold) * 100:6.1f}%") if f.size else f"{0:>7} {'-':>7} {'-':>7} {'-':>7}"
             lines.append(f"{f'{lo}-{hi}':<12}{rr}   {ff}")
+        turned = (f"{self.auc_turned:.4f}" if math.isfinite(self.auc_turned)
+                  else "- (no photo pair reached it)")
         lines += ["", f"AUC real turns vs flat photos: {self.auc_flat:.4f}; vs flat + bent: {self.auc_all:.4f}; "
-                      f"vs those whose mesh yaw moved >= min turn: {self.auc_turned:.4f}",
+                      f"vs photo pairs whose mesh yaw moved >= min turn: {turned}",
                   f"threshold {self.threshold:.4f} (residual >= threshold counts as 3-D); "
                   f"midpoint of max flat/bent and min real: {self.suggested:.4f}"]
         return "\n".join(lines) + "\n"

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 import cv2
 import numpy as np
 
 from edge.landmarks.base import N_BLENDSHAPES, N_POINTS, FaceLandmarks
-from edge.types import FaceBox
+from edge.quality import count_faces
+from edge.types import FaceBox, Reason
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class MeshSeries:
 
     ``points`` (F, 478, 3) float32 image pixels; ``pose`` (F, 3) yaw, pitch, roll in degrees;
     ``blendshapes`` (F, 52); ``face_size`` (F,) px; ``boxes`` (F, 4) x, y, w, h; ``faces`` (F,)
-    the number of faces the detector saw.
+    the number of faces that count (a second face fails an active session).
     """
 
     name: str
@@ -43,6 +44,8 @@ class MeshSeries:
     presence: np.ndarray = field(repr=False)
     boxes: np.ndarray = field(repr=False)
     faces: np.ndarray = field(repr=False)
+    score: np.ndarray = field(repr=False)  # passive live score, NaN when the frame did not vote
+    reason: np.ndarray = field(repr=False)  # the gate's Reason code when it did not
 
     def __len__(self) -> int:
         return int(self.present.shape[0])
@@ -75,35 +78,65 @@ class MeshSeries:
         return cls(name=name, fps=fps, present=np.zeros(n, bool), points=np.zeros((n, N_POINTS, 3), np.float32),
                    pose=np.zeros((n, 3), np.float32), blendshapes=np.zeros((n, N_BLENDSHAPES), np.float32),
                    face_size=np.zeros(n, np.float32), presence=np.zeros(n, np.float32),
-                   boxes=np.zeros((n, 4), np.float32), faces=np.zeros(n, np.int16))
+                   boxes=np.zeros((n, 4), np.float32), faces=np.zeros(n, np.int16),
+                   score=np.full(n, np.nan, np.float32), reason=np.zeros(n, np.int16))
 
     def wipe(self) -> None:
         for a in (self.present, self.points, self.pose, self.blendshapes, self.face_size, self.presence,
-                  self.boxes, self.faces):
+                  self.boxes, self.faces, self.score, self.reason):
             a.fill(0)
 
 
-class Measurer:
-    """Detector + landmark stage on single images: the largest face's mesh, or None."""
+class Measured(NamedTuple):
+    """One frame as the active pipeline sees it."""
 
-    def __init__(self, detector, landmarker):
+    landmarks: FaceLandmarks | None  # the main face's mesh (borrowed), None without one counted face
+    faces: int  # faces that count (edge.quality.count_faces)
+    score: float | None  # the passive live score when the quality gate let the frame vote
+    reason: Reason  # the gate's refusal when it did not
+
+
+class Measurer:
+    """The active pipeline's per-frame stages on single images: detector, face count, mesh of the
+    main face, and (when ``gate`` and ``liveness`` are given) the quality gate and passive score.
+    The detector runs on every frame (the runtime may skip frames: ``detector.every_n_frames``)."""
+
+    def __init__(self, detector, landmarker, gate=None, liveness=None, gate_config=None):
         self.detector = detector
         self.landmarker = landmarker
+        self.gate = gate
+        self.liveness = liveness
+        self.gate_config = gate_config
 
-    def __call__(self, image: np.ndarray, near: tuple[float, float] | None = None
-                 ) -> tuple[FaceLandmarks | None, int]:
-        """The mesh of the largest face, or with ``near`` of the face whose centre is nearest that point."""
+    @classmethod
+    def from_pipeline(cls, pipeline) -> "Measurer":
+        return cls(pipeline.detector, pipeline.landmarks, pipeline.gate, pipeline.liveness,
+                   getattr(pipeline, "_gate_config", None))
+
+    def __call__(self, image: np.ndarray, near: tuple[float, float] | None = None) -> Measured:
+        """With ``near``, the face whose centre is nearest that point is the main face."""
         faces = self.detector.detect(image)
         if not faces:
-            return None, 0
-        if near is None:
-            face = max(faces, key=lambda f: f.area)
+            return Measured(None, 0, None, Reason.NO_FACE_FOUND)
+        if near is None and self.gate_config is not None:
+            main, n = count_faces(faces, self.gate_config)
+        elif near is None:
+            main, n = max(faces, key=lambda f: f.area), len(faces)
         else:
-            face = min(faces, key=lambda f: (f.cx - near[0]) ** 2 + (f.cy - near[1]) ** 2)
-        return self.landmarker.estimate(image, face), len(faces)
+            main = min(faces, key=lambda f: (f.cx - near[0]) ** 2 + (f.cy - near[1]) ** 2)
+            n = 1
+        lm = self.landmarker.estimate(image, main) if (main is not None and n == 1) else None
+        score, reason = None, Reason.NONE
+        if self.gate is not None and self.liveness is not None:
+            g = self.gate.assess(image, faces)
+            if g.ok:
+                score = float(self.liveness.score(image, g.face).live)
+            else:
+                reason = g.reason
+        return Measured(lm, n, score, reason)
 
     def close(self) -> None:
-        for stage in (self.landmarker, self.detector):
+        for stage in (self.landmarker, self.liveness, self.detector):
             close = getattr(stage, "close", None)
             if callable(close):
                 close()
@@ -132,7 +165,7 @@ def read_frames(path: str | Path) -> Iterator[np.ndarray]:
 
 
 def measure_series(name: str, frames: Iterable[np.ndarray], n: int, fps: float,
-                   measure: Callable[[np.ndarray], tuple[FaceLandmarks | None, int]]) -> MeshSeries:
+                   measure: Callable[[np.ndarray], "Measured"]) -> MeshSeries:
     """Measure up to ``n`` frames into a new :class:`MeshSeries` (fewer decoded frames: the rest stay absent)."""
     s = MeshSeries.empty(name, n, fps)
     count = 0
@@ -140,8 +173,10 @@ def measure_series(name: str, frames: Iterable[np.ndarray], n: int, fps: float,
         if i >= n:
             break
         count += 1
-        lm, nfaces = measure(frame)
+        lm, nfaces, score, reason = measure(frame)
         s.faces[i] = nfaces
+        s.score[i] = np.nan if score is None else score
+        s.reason[i] = int(reason)
         if lm is None:
             continue
         s.present[i] = True
@@ -157,27 +192,9 @@ def measure_series(name: str, frames: Iterable[np.ndarray], n: int, fps: float,
 
 
 def default_measurer(config=None) -> Measurer:
-    """BlazeFace + the face-mesh landmark stage as the runtime builds them."""
-    from edge.errors import EdgeError
-
-    try:
-        from edge.landmarks.mesh import MeshLandmarker  # type: ignore[import-not-found]
-    except ImportError as err:
-        raise EdgeError("the face-mesh landmark stage (edge.landmarks.mesh.MeshLandmarker) is missing from this "
-                        "build; the active-liveness evaluations need it") from err
+    """The configured active pipeline's stages (detector, mesh, quality gate, passive models)."""
     from edge import config as cfgmod
-    from edge.assemble import model_path
-    from edge.detect.blazeface import BlazeFaceDetector, BlazeFaceOptions
+    from edge.assemble import build_pipeline
 
     cfg = config if config is not None else cfgmod.load(None)
-    detector = BlazeFaceDetector(
-        model_path(cfg, cfg.models.detector),
-        BlazeFaceOptions(min_score=cfg.detector.min_score, iou_threshold=cfg.detector.iou_threshold,
-                         max_faces=cfg.detector.max_faces, threads=cfg.models.threads),
-    )
-    try:
-        landmarker = MeshLandmarker.from_config(cfg)
-    except BaseException:
-        detector.close()
-        raise
-    return Measurer(detector, landmarker)
+    return Measurer.from_pipeline(build_pipeline(cfg, mode="active"))
