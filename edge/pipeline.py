@@ -230,7 +230,8 @@ class Pipeline:
                     # In active modes the mesh of this face has run already: no second pass.
                     self._match_frame(frame.image, gate.face, mesh)
                 if active:
-                    verdict = challenge.on_frame(t_ms, faces=n_faces, landmarks=mesh, score=score, reason=gate.reason)
+                    verdict = challenge.on_frame(t_ms, faces=n_faces, landmarks=mesh, score=score, reason=gate.reason,
+                                                 box=main if n_faces == 1 else None)
                     prompt = challenge.prompt
                     if challenge.current_action is None and not gate.ok and gate.reason is not Reason.NO_FACE_FOUND:
                         prompt = gate.prompt  # before and after the actions the gate says what to fix

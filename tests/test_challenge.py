@@ -71,8 +71,12 @@ class Driver:
             faces = f.pop("faces", 1)
             score = f.pop("score", self.score)
             absent = f.pop("absent", False)
+            mesh_lost = f.pop("mesh_lost", False)
+            box = f.pop("box", BOX)
             self.t += DT
-            self.verdict = self.ch.on_frame(self.t, faces=0 if absent else faces, landmarks=None if absent else lm(**f), score=None if absent else score)
+            mesh = None if (absent or mesh_lost) else lm(**f)
+            self.verdict = self.ch.on_frame(self.t, faces=0 if absent else faces, landmarks=mesh,
+                                            score=None if (absent or mesh_lost) else score, box=None if absent else box)
             if self.ch.prompt is not self.prompts[-1]:
                 self.prompts.append(self.ch.prompt)
             if self.verdict is not None:
@@ -221,6 +225,35 @@ def test_face_gone_too_long_fails_but_a_short_gap_does_not():
     assert d.feed(neutral(3)) is None
     v = d.feed([dict(absent=True)] * 20)
     assert v.kind is VerdictKind.FAIL and v.reason is Reason.FACE_CHANGED
+
+
+def test_mesh_lost_on_a_far_turn_is_bridged_by_the_detector_box():
+    d = Driver(("turn_left", "blink"))
+    d.feed(neutral(15))
+    d.wait_prompt()
+    # Turned past what the mesh follows (~50 deg): the detector still sees the face, 1.3 s.
+    assert d.feed(ramp("yaw", 0, 25, 5) + [dict(mesh_lost=True)] * 40 + ramp("yaw", 25, 0, 5)) is None
+    assert d.ch.prompt in (Prompt.BACK_TO_NEUTRAL, Prompt.BLINK)
+    far = FaceBox(BOX.x + 150.0, BOX.y, BOX.w, BOX.h, 0.9)
+    d = Driver(("turn_left", "blink"))
+    d.feed(neutral(15))
+    v = d.feed([dict(mesh_lost=True)] * 3 + [dict(mesh_lost=True, box=far)])  # the box jumps: another face
+    assert v.kind is VerdictKind.FAIL and v.reason is Reason.FACE_CHANGED
+    d = Driver(("turn_left", "blink"))
+    d.feed(neutral(15))
+    v = d.feed([dict(mesh_lost=True)] * 80)  # 2.7 s without a mesh is too long
+    assert v.kind is VerdictKind.FAIL and v.reason is Reason.FACE_CHANGED
+
+
+def test_a_turn_that_lifts_the_chin_is_not_a_wrong_action():
+    d = Driver(("turn_left",), ChallengeConfig(k=1))
+    d.feed(neutral(15))
+    v = respond(d, [dict(yaw=5.0 * i, pitch=4.0 * i) for i in range(1, 6)] + neutral(8))
+    assert v.kind is VerdictKind.PASS, v
+    d = Driver(("look_up",), ChallengeConfig(k=1))
+    d.feed(neutral(15))
+    v = respond(d, [dict(yaw=5.0 * i) for i in range(1, 6)])  # asked to look up, turns 25 deg
+    assert v.kind is VerdictKind.FAIL and v.reason is Reason.CHALLENGE_FAILED
 
 
 def test_attack_votes_in_a_row_fail_whatever_the_actions():

@@ -279,7 +279,8 @@ def replay_once(ch: Challenge, frames: list[FaceLandmarks | None], series: MeshS
             else:
                 score = 1.0 if (faces == 1 and lm is not None) else None
                 reason = Reason.NONE
-            v = ch.on_frame(t, faces=faces, landmarks=lm if faces == 1 else None, score=score, reason=reason)
+            v = ch.on_frame(t, faces=faces, landmarks=lm if faces == 1 else None, score=score, reason=reason,
+                            box=series.box(i) if faces == 1 else None)
             if v is not None:
                 return v
             i += 1
@@ -465,6 +466,14 @@ class Stitcher:
         self._shown_size = 0.0
         self._pts = np.zeros((series.points.shape[1], 3), np.float32)
 
+    def box(self, i: int) -> FaceBox | None:
+        """The detector's box of frame ``i`` under the same similarity as its mesh (call after :meth:`frame`)."""
+        b = self.series.box(i)
+        if b is None:
+            return None
+        k = self._scale
+        return FaceBox(b.x * k + float(self._shift[0]), b.y * k + float(self._shift[1]), b.w * k, b.h * k, b.score)
+
     def frame(self, i: int) -> FaceLandmarks | None:
         s = self.series
         lm = s.landmarks(i)
@@ -549,7 +558,8 @@ def timing_study(clips: Sequence[Clip], series: dict[str, MeshSeries], *, runs: 
                 lm = stitch.frame(i)
                 faces = int(s.faces[i])
                 v = ch.on_frame(t, faces=faces, landmarks=lm if faces == 1 else None,
-                                score=1.0 if (faces == 1 and lm is not None) else None)
+                                score=1.0 if (faces == 1 and lm is not None) else None,
+                                box=stitch.box(i) if faces == 1 else None)
                 step += 1
                 t = step * dt
             if v is None:

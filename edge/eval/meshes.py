@@ -62,6 +62,11 @@ class MeshSeries:
     def roll(self) -> np.ndarray:
         return self.pose[:, 2]
 
+    def box(self, i: int) -> FaceBox | None:
+        """The detector's box of the main face in frame ``i`` (None where none was recorded)."""
+        x, y, w, h = (float(v) for v in self.boxes[i])
+        return FaceBox(x, y, w, h, 1.0) if w > 0 and h > 0 else None
+
     def landmarks(self, i: int) -> FaceLandmarks | None:
         """Frame ``i`` as the landmark stage would have returned it (arrays are views)."""
         if not self.present[i]:
@@ -94,6 +99,7 @@ class Measured(NamedTuple):
     faces: int  # faces that count (edge.quality.count_faces)
     score: float | None  # the passive live score when the quality gate let the frame vote
     reason: Reason  # the gate's refusal when it did not
+    box: FaceBox | None = None  # the detector's box of the main face (also when the mesh found none)
 
 
 class Measurer:
@@ -128,12 +134,12 @@ class Measurer:
         lm = self.landmarker.estimate(image, main) if (main is not None and n == 1) else None
         score, reason = None, Reason.NONE
         if self.gate is not None and self.liveness is not None:
-            g = self.gate.assess(image, faces)
+            g = self.gate.assess(image, faces, landmarks=lm) if lm is not None else self.gate.assess(image, faces)
             if g.ok:
                 score = float(self.liveness.score(image, g.face).live)
             else:
                 reason = g.reason
-        return Measured(lm, n, score, reason)
+        return Measured(lm, n, score, reason, main)
 
     def close(self) -> None:
         for stage in (self.landmarker, self.liveness, self.detector):
@@ -173,10 +179,14 @@ def measure_series(name: str, frames: Iterable[np.ndarray], n: int, fps: float,
         if i >= n:
             break
         count += 1
-        lm, nfaces, score, reason = measure(frame)
+        m = measure(frame)
+        lm, nfaces, score, reason = m[:4]
         s.faces[i] = nfaces
         s.score[i] = np.nan if score is None else score
         s.reason[i] = int(reason)
+        box = m.box if isinstance(m, Measured) else None
+        if box is not None:
+            s.boxes[i] = (box.x, box.y, box.w, box.h)
         if lm is None:
             continue
         s.present[i] = True
