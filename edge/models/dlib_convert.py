@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edge.models.dlib_resnet import INPUT_SIZE, ConvLayer, DlibResNet
-from edge.models.minifasnet import _act_quant, _single_threaded_blas, _weight_quant, _MAX_RESCALE
+from edge.models.minifasnet import _act_quant, _single_threaded_blas, _weight_quant, _MAX_RESCALE, calibrate_ranges
 from edge.models.tflite_writer import Op, Quant, TFLiteBuilder, schema
 
 log = logging.getLogger(__name__)
@@ -257,18 +257,7 @@ def _emit_float(nodes: list[_Node], description: str) -> bytes:
 
 
 def _calibrate(nodes: list[_Node], chips: np.ndarray) -> dict[str, tuple[float, float]]:
-    ranges: dict[str, tuple[float, float]] = {}
-
-    def observe(name: str, arr: np.ndarray) -> None:
-        lo, hi = float(arr.min()), float(arr.max())
-        if name in ranges:
-            lo, hi = min(lo, ranges[name][0]), max(hi, ranges[name][1])
-        ranges[name] = (lo, hi)
-
-    with _single_threaded_blas():
-        for start in range(0, len(chips), _CALIB_CHUNK):
-            _np_forward(nodes, chips[start : start + _CALIB_CHUNK], np.float64, observe)
-    return ranges
+    return calibrate_ranges(lambda batch, observe: _np_forward(nodes, batch, np.float64, observe), chips, _CALIB_CHUNK)
 
 
 def _emit_int8(nodes: list[_Node], ranges, description: str) -> bytes:

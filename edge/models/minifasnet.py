@@ -515,7 +515,10 @@ def _single_threaded_blas():
         setter(before)
 
 
-def _calibrate(graph: _Graph, calibration: np.ndarray) -> dict[str, tuple[float, float]]:
+def calibrate_ranges(forward, calibration: np.ndarray, chunk: int) -> dict[str, tuple[float, float]]:
+    """Activation ranges (min, max per tensor name) over a calibration set, in float64, ``chunk``
+    inputs per numpy batch; ``forward(batch, observe)`` runs a graph and calls ``observe(name, array)``
+    for every activation. Shared by the converters that quantize their own graphs."""
     ranges: dict[str, tuple[float, float]] = {}
 
     def observe(name: str, arr: np.ndarray) -> None:
@@ -525,9 +528,13 @@ def _calibrate(graph: _Graph, calibration: np.ndarray) -> dict[str, tuple[float,
         ranges[name] = (lo, hi)
 
     with _single_threaded_blas():
-        for start in range(0, len(calibration), _CALIB_CHUNK):
-            _np_forward(graph, calibration[start : start + _CALIB_CHUNK], np.float64, observe)
+        for start in range(0, len(calibration), chunk):
+            forward(calibration[start : start + chunk], observe)
     return ranges
+
+
+def _calibrate(graph: _Graph, calibration: np.ndarray) -> dict[str, tuple[float, float]]:
+    return calibrate_ranges(lambda batch, observe: _np_forward(graph, batch, np.float64, observe), calibration, _CALIB_CHUNK)
 
 
 # Largest power-of-two boost of a channel in _equalize: a channel that barely fires on the calibration
