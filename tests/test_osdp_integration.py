@@ -43,7 +43,7 @@ class OsdpPair:
     """One `edge run` (the reader) and one osdp_panel (the panel), each on one end of a PtyLink."""
 
     def __init__(self, tmp: Path, models: Path, source: str, toml_extra: str = "", panel_args=(), osdp_extra: str = "",
-                 panel_key: Path | None = None, run_args=()):
+                 panel_key: Path | None = None, run_args=(), mode: str = "passive", camera_extra: str = ""):
         self.tmp = tmp
         key = write_key(tmp / "scbk.key")
         self.link = PtyLink().__enter__()
@@ -51,8 +51,9 @@ class OsdpPair:
         cfg.write_text(f"""
 [camera]
 source = "{source}"
+{camera_extra}
 [liveness]
-mode = "passive"  # the wire's verdict paths; the challenge is tested on its own
+mode = "{mode}"  # passive: the wire's verdict paths; the challenge has its own test below
 [trigger]
 kind = "osdp"
 [osdp]
@@ -182,3 +183,21 @@ def test_session_aborted_by_the_panel(tmp_path, built_models_dir):
     assert (v["verdict"], v["reason_name"], v["nonce_ok"]) == ("FAULT", "ABORTED", True)
     assert v["latency_ms"] < 5000  # the camera was released at once, not at the 20 s budget
     assert "aborted by the panel" in pair.rt_err
+
+
+@pytest.mark.skipif(not LIVE_FACE.is_file(), reason=f"no live face image in ../shared ({LIVE_FACE})")
+def test_active_challenge_over_osdp_asks_the_order_the_panel_can_derive(tmp_path, built_models_dir):
+    """Active mode behind a panel: the order is HMAC(SCBK, START nonce || "challenge"); the first
+    action's prompt reaches the panel; a still photo never answers, so the verdict is FAIL."""
+    from edge.challenge import ACTION_PROMPTS, challenge_seed, draw
+
+    pair = OsdpPair(tmp_path, built_models_dir, f"image://{LIVE_FACE}?loop=1", mode="active",
+                    camera_extra="freeze_frames = 300\nfreeze_s = 10.0", panel_args=("--deadline-ms", "15000")).finish(90)
+    assert pair.panel.returncode == 0, pair.log()
+    start = pair.first("start")
+    order = draw(challenge_seed(bytes.fromhex(SCBK_HEX), bytes.fromhex(start["nonce"])), 2)
+    codes = [e["code"] for e in pair.events if e["event"] == "prompt"]
+    assert int(ACTION_PROMPTS[order[0]]) in codes, (order, codes, pair.log())
+    v = pair.first("verdict")
+    assert (v["verdict"], v["reason_name"], v["nonce_ok"]) == ("FAIL", "CHALLENGE_TIMEOUT", True), v
+    assert "card" not in pair.names()

@@ -156,7 +156,9 @@ def run_session(panel: Panel, args, emit: Printer, sid: int, template: bytes) ->
                        "data": W.pack_start(sid, nonce, args.deadline_ms, len(template))})
     for part in W.pack_template_parts(sid, template) if template else ():
         ok = panel.submit({"command": o.CMD_MFG, "vendor_code": args.vendor_code, "data": part}) and ok
-    emit("start", session=sid, deadline_ms=args.deadline_ms, template_len=len(template), submitted=ok)
+    # The nonce is printed so an integrator can recompute the challenge the reader asks
+    # (firmware_bridge.challenge: HMAC(SCBK, nonce || "challenge")).
+    emit("start", session=sid, nonce=nonce.hex(), deadline_ms=args.deadline_ms, template_len=len(template), submitted=ok)
     deadline = t_start + args.deadline_ms / 1000.0
     abort_at = t_start + args.abort_after_ms / 1000.0 if args.abort_after_ms else None
     first_prompt = None
