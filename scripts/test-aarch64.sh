@@ -92,7 +92,8 @@ mount --bind /dev/pts "$ROOT/dev/pts"
 
 mkdir -p "$ROOT/opt/edge"
 git clone -q "$REPO" "$ROOT/opt/edge/edge"
-cp -a "$SHARED" "$ROOT/opt/edge/shared"
+mkdir "$ROOT/opt/edge/shared"
+cp -a "$(readlink -f "$SHARED")/." "$ROOT/opt/edge/shared/"  # the data, not a symlink that points outside the root
 say "cloned $(git -C "$REPO" rev-parse --short HEAD) ($(git -C "$REPO" rev-parse --abbrev-ref HEAD)) and copied $SHARED"
 
 inside() {
@@ -132,7 +133,11 @@ echo "== aarch64 (Debian bookworm arm64 under qemu-user, $(qemu-aarch64-static -
 echo "commit:        $(git -C "$REPO" rev-parse --short HEAD)"
 echo "debootstrap:   ${t_boot} s"
 echo "setup.sh:      ${t_setup} s ($([ $setup_ok = 1 ] && echo ok || echo FAILED))"
-echo "model hashes:  $([ $hash_ok = 1 ] && echo "all match the manifests" || echo MISMATCH)"
+if [ "$setup_ok" = 1 ]; then
+  echo "model hashes:  $([ $hash_ok = 1 ] && echo "all $manifests artifacts match the sha256 their manifests pin" || echo "MISMATCH ($ok of $manifests match)")"
+else
+  echo "model hashes:  not checked (set-up failed)"
+fi
 echo "tests:         ${summary} (${t_tests} s, EDGE_TEST_TIME_SCALE=$SCALE)"
 grep -E '^(SKIPPED|FAILED|ERROR)' "$ROOT.pytest" 2>/dev/null | sed 's/^/  /' || true
 echo "log:           $LOG"
