@@ -24,7 +24,16 @@ log = logging.getLogger(__name__)
 
 def _models_dir(cfg: Config):
     if cfg.models.dir:
-        os.environ["EDGE_MODELS_DIR"] = str(Path(cfg.models.dir).expanduser().resolve())
+        path = Path(cfg.models.dir).expanduser()
+        try:
+            is_dir = path.is_dir()
+        except OSError as err:  # ENAMETOOLONG and the like
+            raise ConfigError("models.dir", cfg.models.dir, f"a folder ({err.strerror})") from err
+        if not is_dir:
+            what = "a file" if path.exists() else "missing"
+            raise ConfigError("models.dir", cfg.models.dir,
+                              f"the folder holding the model manifests (*.toml) and build/; this path is {what}")
+        os.environ["EDGE_MODELS_DIR"] = str(path.resolve())
 
 
 def decision_config(cfg: Config) -> DecisionConfig:

@@ -19,7 +19,7 @@ What it runs, on the same frames:
 - upstream: scripts/bench_upstream.py in the benchmark's own venv (PyTorch,
   OpenCV 4), twice: models held in memory (favours upstream) and as its code
   ships (weights reloaded on every predict()), when that venv exists (--upstream-python, default
-  /work/benchvenv/bin/python or $EDGE_BENCH_UPSTREAM_PYTHON).
+  $EDGE_BENCH_UPSTREAM_PYTHON, else .venv-bench/bin/python in the repository, made by scripts/bench-env.sh).
 
 Stage times are wall-clock per frame (perf_counter), reported as p50/p99.
 "crop" is measured separately on the bench's own buffers; the liveness column
@@ -55,7 +55,8 @@ UPSTREAM_SCRIPT = REPO / "scripts" / "bench_upstream.py"
 UPSTREAM_HELD = "upstream (torch)"  # upstream's pipeline with its models loaded once: favours upstream
 UPSTREAM_SHIPPED = "upstream shipped"  # as its code runs: predict() reloads the weights on every call
 UPSTREAM_CODE = "upstream own code"  # upstream's own checkout (--upstream-src), when one is available locally
-DEFAULT_UPSTREAM_PYTHON = "/work/benchvenv/bin/python"
+# Project-relative and git-ignored, made by scripts/bench-env.sh; $EDGE_BENCH_UPSTREAM_PYTHON points elsewhere.
+DEFAULT_UPSTREAM_PYTHON = str(REPO / ".venv-bench" / "bin" / "python")
 W, H, FPS = 640, 480, 30.0
 STAGES = ("capture", "detect", "landmarks", "gate", "crop", "liveness", "decision")
 GOAL_FRAME_MS = 8.0
@@ -443,8 +444,8 @@ def orchestrate(args: argparse.Namespace) -> dict:
         if args.no_upstream:
             results["upstream_note"] = "--no-upstream"
         elif not py or not Path(py).exists():
-            results["upstream_note"] = (f"no upstream environment at {py}: python3 -m venv /work/benchvenv && "
-                                        "/work/benchvenv/bin/pip install torch==2.13.0 'opencv-python-headless==4.*'")
+            results["upstream_note"] = (f"no upstream environment at {py}: make it with scripts/bench-env.sh "
+                                        "(or set EDGE_BENCH_UPSTREAM_PYTHON)")
         elif args.source and not args.source.startswith("video://"):
             results["upstream_note"] = "upstream reads video files only; give --source video://FILE"
         else:

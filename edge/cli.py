@@ -1,7 +1,12 @@
 """The ``edge`` command line.
 
-Exit codes: 0 success, 1 a check failed or a verdict was not PASS where that
-matters, 2 bad usage or bad configuration, 3 a model or device problem.
+Exit codes (docs/EXIT_CODES.md), the same for every command:
+0  success; for ``edge check`` and ``edge run``: every input or session got a verdict
+   (PASS, FAIL, NO_FACE or TIMEOUT: a FAIL is an answer, not an error)
+1  some input or session ended in FAULT (unreadable, undecodable, camera lost, model error),
+   or a check failed
+2  bad usage or configuration, reported before anything runs (one line naming the key or file)
+3  a model or device could not be used at start-up (missing or tampered model, serial port)
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from edge.camera.spec import IMAGE_EXTS, VIDEO_EXTS
 from edge.errors import CameraError, ConfigError, EdgeError, ModelError
 
 log = logging.getLogger("edge.cli")
+
+EXIT_OK, EXIT_FAULT, EXIT_USAGE, EXIT_DEVICE = 0, 1, 2, 3
 
 # Subcommands contributed by other modules: (module, description). A module that
 # cannot be imported (an optional part missing) only loses its own command.
@@ -71,12 +78,16 @@ def expand_inputs(paths: list[str]) -> list[tuple[str, str]]:
             out.append((raw, raw))
             continue
         p = Path(raw)
-        if p.is_dir():
+        try:
+            is_dir, is_file = p.is_dir(), p.is_file()
+        except OSError as err:  # ENAMETOOLONG, EACCES on a parent folder...
+            raise ConfigError("PATH", _short(raw), f"a readable file or folder ({err.strerror})") from err
+        if is_dir:
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTS | VIDEO_EXTS)
             if not found:
                 raise ConfigError("PATH", raw, "a folder containing images or videos")
             out.extend(expand_inputs([str(f) for f in found]))
-        elif p.is_file():
+        elif is_file:
             ext = p.suffix.lower()
             if ext in IMAGE_EXTS:
                 out.append((raw, f"image://{p}"))
@@ -85,8 +96,12 @@ def expand_inputs(paths: list[str]) -> list[tuple[str, str]]:
             else:
                 raise ConfigError("PATH", raw, "an image (" + ", ".join(sorted(IMAGE_EXTS)) + ") or a video")
         else:
-            raise ConfigError("PATH", raw, "an existing file or folder")
+            raise ConfigError("PATH", _short(raw), "an existing file or folder")
     return out
+
+
+def _short(text: str, keep: int = 60) -> str:
+    return text if len(text) <= keep else f"{text[:keep]}...({len(text)} characters)"
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -114,7 +129,7 @@ def cmd_check(args) -> int:
             progress.step()
     if not args.json:
         _print_table(results)
-    return 0
+    return EXIT_FAULT if any(r["verdict"] == "FAULT" for r in results) else EXIT_OK
 
 
 def _mode_overrides(args) -> dict:
@@ -177,7 +192,12 @@ def cmd_run(args) -> int:
         handle = build_runtime(cfg, service=args.service, shutdown=signals.event)
         handle.runtime.pipeline.fixed_order = order
         with handle:
-            return handle.run()
+            rc = handle.run()
+    if rc == 0 and not args.service and getattr(handle.runtime, "faults", 0):
+        # A finite run (scripts, --sessions N) reports FAULTed sessions; a service's exit status
+        # describes the service itself (a clean stop is 0), its verdicts go to the controller.
+        return EXIT_FAULT
+    return rc
 
 
 def cmd_config(args) -> int:
@@ -275,6 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         # stdout closed early (e.g. piped into head): not an error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except RecursionError:
+        print("edge: input nested too deeply to process (RecursionError); rerun with -v for details", file=sys.stderr)
+        return EXIT_FAULT
+    except OSError as err:  # a last resort: the known cases above name their key or file
+        if args.verbose:
+            raise
+        name = f": {_short(str(err.filename))}" if err.filename else ""
+        print(f"edge: {err.strerror or type(err).__name__}{name}; rerun with -v for details", file=sys.stderr)
+        return EXIT_DEVICE
 
 
 if __name__ == "__main__":

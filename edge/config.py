@@ -368,19 +368,38 @@ def _check_relations(s: dict, source: str | None) -> None:
         raise ConfigError("camera.source", s["camera"].source, "a camera spec such as video://clip.mp4", source=source)
 
 
+# A config is a few KiB; a huge file is a mistake (or an attack on the parser), refused before parsing.
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
 def load(path: str | Path | None = None, *, overrides: dict | None = None) -> Config:
     """Load and validate a TOML config file (``None``: the defaults)."""
     data: dict = {}
     src = None
     if path is not None:
         src = str(path)
+        if len(src) > 120:
+            src = f"{src[:60]}...({len(src)} characters)"
         try:
             with open(path, "rb") as fh:
-                data = tomllib.load(fh)
+                raw = fh.read(MAX_CONFIG_BYTES + 1)
+            if len(raw) > MAX_CONFIG_BYTES:
+                raise ConfigError("<file>", src, f"a TOML file of at most {MAX_CONFIG_BYTES // 1024} KiB", source=src)
+            data = tomllib.loads(raw.decode("utf-8"))
         except FileNotFoundError as err:
             raise ConfigError("<file>", src, "an existing TOML file (see: edge config --defaults)", source=src) from err
+        except IsADirectoryError as err:
+            raise ConfigError("<file>", src, "a TOML file, not a folder", source=src) from err
+        except OSError as err:  # permissions, ENAMETOOLONG, I/O errors
+            raise ConfigError("<file>", src, f"a readable TOML file ({err.strerror})", source=src) from err
+        except UnicodeDecodeError as err:
+            raise ConfigError(
+                "<file>", src, f"UTF-8 text (TOML requires it; byte {err.start} is not), e.g. re-save it as UTF-8",
+                source=src) from err
         except tomllib.TOMLDecodeError as err:
             raise ConfigError("<file>", src, f"valid TOML ({err})", source=src) from err
+        except RecursionError as err:  # tomllib parses nested arrays/tables recursively
+            raise ConfigError("<file>", src, "valid TOML without arrays or tables nested hundreds deep", source=src) from err
     if overrides:
         data = merge(data, overrides)
     cfg = from_dict(data, source=src)

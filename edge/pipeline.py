@@ -426,6 +426,7 @@ class Runtime:
         self.retry_attempts = retry_attempts
         self.current: SessionRequest | None = None
         self.sessions = 0
+        self.faults = 0  # sessions that ended in FAULT for a reason other than shutdown or abort
         self._camera: Camera | None = None
 
     def run(self) -> int:
@@ -483,6 +484,8 @@ class Runtime:
         except Exception as err:
             log.error("session %d: verdict delivery failed (%s)", request.session_id, type(err).__name__)
         self.sessions += 1
+        if outcome.verdict.kind is VerdictKind.FAULT and outcome.verdict.reason not in (Reason.SHUTDOWN, Reason.ABORTED):
+            self.faults += 1
         self.current = None
         camera_fault = outcome.verdict.reason in (Reason.CAMERA_LOST, Reason.CAMERA_OPEN_FAILED)
         # No next session (shutting down, or the trigger has given its last one): nothing to recover for.

@@ -3,8 +3,7 @@
 
 Runs in the benchmark's own optional environment (never the runtime's venv):
 
-    python3 -m venv /work/benchvenv
-    /work/benchvenv/bin/pip install torch==2.13.0 "opencv-python-headless==4.*"
+    scripts/bench-env.sh        # .venv-bench/: torch, OpenCV 4, Pillow
 
 Upstream's code is not fetched (it must not enter the project); this is a
 reimplementation from the facts in ../shared/models/silent-face/README.md and
@@ -19,7 +18,9 @@ upstream's own weights:
   summed over both models, argmax (index 1 = live).
 With ``--upstream-src DIR`` (a local checkout of Silent-Face-Anti-Spoofing,
 which is never fetched or committed by this project) it runs upstream's own
-code instead, called the way its test.py calls it.
+code instead, called the way its test.py calls it: from the checkout as the
+working directory (its code opens ./resources/... relative to it), with its
+own imports (PIL among them: Pillow is in the bench environment).
 
 Two ways to run the rebuild:
 - default: models loaded once and held, which favours upstream;
@@ -238,12 +239,19 @@ def upstream_code_steps(args):
     root = Path(args.upstream_src).resolve()
     if not (root / "src" / "anti_spoof_predict.py").is_file():
         raise SystemExit(f"{root} is not a Silent-Face-Anti-Spoofing checkout (no src/anti_spoof_predict.py)")
+    # Upstream runs from its root: test.py and AntiSpoofPredict open ./resources/... relative to the working
+    # directory. The caller's --source was resolved before this (run() does it first).
+    os.chdir(root)
     sys.path.insert(0, str(root))
-    from src.anti_spoof_predict import AntiSpoofPredict  # noqa: E402  (upstream's own modules)
-    from src.generate_patches import CropImage
-    from src.utility import parse_model_name
+    try:
+        from src.anti_spoof_predict import AntiSpoofPredict  # noqa: E402  (upstream's own modules)
+        from src.generate_patches import CropImage
+        from src.utility import parse_model_name
+    except ImportError as err:
+        hint = " (upstream imports PIL: pip install pillow, as scripts/bench-env.sh does)" if err.name == "PIL" else ""
+        raise SystemExit(f"upstream's code in {root} cannot be imported: {err}{hint}") from err
 
-    model_dir = root / "resources" / "anti_spoof_models"
+    model_dir = Path("resources") / "anti_spoof_models"  # relative, as upstream's test.py names it
     model_test = AntiSpoofPredict(0)
     cropper = CropImage()
     steps = []
@@ -261,6 +269,7 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
     own_code = bool(getattr(args, "upstream_src", None))
+    args.source = str(Path(args.source).resolve())  # before upstream_code_steps changes the working directory
     detect, steps = upstream_code_steps(args) if own_code else rebuilt_steps(args)
     cap = cv2.VideoCapture(args.source)
     if not cap.isOpened():

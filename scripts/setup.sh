@@ -36,8 +36,11 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv "${venv_args[@]}" .venv || {
     echo "setup.sh: could not create a venv; on Debian: sudo apt-get install python3-venv" >&2; exit 1; }
 fi
-echo "==> installing the package into .venv" >&2
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+echo "==> installing the pinned dependencies (requirements/lock.txt, sha256-checked) and the package into .venv" >&2
+# Every wheel is checked against the lock's hashes; the package itself is installed without
+# dependencies or build isolation, so nothing unpinned or unhashed enters the venv.
+.venv/bin/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements/lock.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 echo "==> building the models (edge models build)" >&2
 weights_args=()
 if [ -n "${EDGE_WEIGHTS:-}" ]; then weights_args+=(--weights "$EDGE_WEIGHTS"); fi

@@ -27,6 +27,7 @@ LIVE_FACE = SHARED / "fas-dev" / "silentface" / "live" / "images__sample__image_
 sys.path.insert(0, str(REPO))  # firmware_bridge is not part of the installed edge package
 
 from firmware_bridge.tests.fakes import PtyLink  # noqa: E402
+from timescale import scaled  # noqa: E402
 
 KEY_HEX = bytes(range(32)).hex()
 HB_TIMEOUT_MS = 1000
@@ -66,7 +67,7 @@ mode = "{mode}"
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
         self.sim = subprocess.Popen(
             [sys.executable, "-m", "firmware_bridge.sim", "--port", self.link.paths[0], "--key-file", str(key),
-             "--sessions", str(sessions), "--json", "--duration", "60", "--trigger-every", "0.2", "--pulse-ms", "400",
+             "--sessions", str(sessions), "--json", "--duration", str(int(scaled(60))), "--trigger-every", "0.2", "--pulse-ms", "400",
              "--heartbeat-interval-ms", "200", "--heartbeat-timeout-ms", str(HB_TIMEOUT_MS), *sim_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
         self.events: list[dict] = []
@@ -81,7 +82,7 @@ mode = "{mode}"
             self.live.put(ev)
 
     def wait_event(self, name: str, timeout: float = 30.0) -> dict:
-        end = time.monotonic() + timeout
+        end = time.monotonic() + scaled(timeout)
         while time.monotonic() < end:
             try:
                 ev = self.live.get(timeout=0.1)
@@ -96,13 +97,13 @@ mode = "{mode}"
     def finish(self, timeout: float = 60.0):
         """Wait for the simulator to end, then stop the runtime (SIGTERM) and collect both."""
         try:
-            self.sim.wait(timeout)
+            self.sim.wait(scaled(timeout))
         finally:
             self._reader.join(5)
             if self.runtime.poll() is None:
                 self.runtime.send_signal(signal.SIGTERM)
             try:
-                self.rt_out, self.rt_err = self.runtime.communicate(timeout=20)
+                self.rt_out, self.rt_err = self.runtime.communicate(timeout=scaled(20))
             except subprocess.TimeoutExpired:
                 self.runtime.kill()
                 self.rt_out, self.rt_err = self.runtime.communicate()

@@ -4,11 +4,18 @@ An op XNNPACK does not take in int8 falls back to TFLite's reference kernel and 
 x86 box that made int8 MiniFASNet ~5x slower than float (PRELU: 34 partitions). Only the input QUANTIZE
 (uint8 -> int8) and the final SOFTMAX may stay outside, at the graph's edges. BlazeFace's RELUs can be
 fused into their ADD/CONV_2D (blazeface_int8.build_int8(fuse_relus=True), what `edge models build` does).
+
+Under qemu-user emulation (scripts/test-aarch64.sh sets EDGE_TEST_EMULATED) /sys is hidden, cpuinfo cannot
+read the CPU's features and XNNPACK takes no int8 graph at all (0 partitions, seen with qemu 7.2). There the
+partition count says nothing about the models, so these tests skip with that reason: the emulated run proves
+the int8 graphs load and compute correctly on aarch64 (the other int8 tests), not how XNNPACK partitions
+them, which is proven natively here and is to be confirmed on a real Pi (`edge bench`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +52,11 @@ def _partitions(model_bytes: bytes):
         if op["index"] not in outside:
             outside[op["index"]] = op["op_name"]
             todo += [int(i) for i in op["inputs"] if int(i) in producer and int(i) not in produced_by_delegate]
+    if not delegates and os.environ.get("EDGE_TEST_EMULATED"):
+        pytest.skip(
+            f"XNNPACK delegated nothing under {os.environ['EDGE_TEST_EMULATED']} emulation (cpuinfo cannot read "
+            "/sys, so no int8 kernels): partitioning is proven natively, not here; confirm on a real Pi"
+        )
     return len(delegates), sorted(outside.values())
 
 

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from timescale import scaled
 from test_service_sigterm import CONFIG  # a session only the signal ends: no frame ever votes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def test_service_mode_lifecycle(models_env, tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--service", "--config", str(cfg)],
                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled(120)
         while not any(m.startswith("READY=1") for _, m in msgs) and time.monotonic() < deadline and p.poll() is None:
             time.sleep(0.05)
         assert any(m.startswith("READY=1") for _, m in msgs), p.stderr.read() if p.poll() is not None else "no READY"
@@ -57,7 +58,7 @@ def test_service_mode_lifecycle(models_env, tmp_path):
         limits = Path(f"/proc/{p.pid}/limits").read_text()
         status = Path(f"/proc/{p.pid}/status").read_text()
         p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=scaled(30))
     finally:
         if p.poll() is None:
             p.kill()

@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from timescale import scaled
+
 from edge.bridge.base import SessionRequest
 from edge.service.signals import EXIT_DEADLINE, ShutdownSignals
 
@@ -23,7 +25,7 @@ def test_signal_cancels_current_session_and_restores_handlers():
     fired: list[bool] = []
     with ShutdownSignals(lambda: request, deadline_s=5.0, on_deadline=lambda: fired.append(True)) as sd:
         os.kill(os.getpid(), signal.SIGTERM)
-        assert sd.event.wait(2.0)
+        assert sd.event.wait(scaled(2.0))
         assert request.cancel.is_set()
         assert sd.requested and sd.signum == signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is previous
@@ -42,7 +44,7 @@ def test_deadline_fires_when_the_loop_does_not_return():
     sd = ShutdownSignals(deadline_s=0.1, on_deadline=fired.set)
     sd.request(signal.SIGTERM)
     sd.request(signal.SIGTERM)  # a second signal does not start a second timer
-    assert fired.wait(2.0)
+    assert fired.wait(scaled(2.0))
     sd.restore()
 
 
@@ -77,7 +79,7 @@ def _run_child(mode: str) -> tuple[int, str, float]:
     assert p.stdout.readline().strip() == "session started"
     t0 = time.monotonic()
     p.send_signal(signal.SIGTERM)
-    out, _ = p.communicate(timeout=20)
+    out, _ = p.communicate(timeout=scaled(20))
     return p.returncode, out, time.monotonic() - t0
 
 

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from timescale import scaled
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A session that cannot decide on its own for a minute: only the signal ends it.
@@ -39,7 +41,7 @@ def test_sigterm_mid_session_reports_fault_shutdown_and_exits_fast(models_env, t
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         started = False
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled(120)
         while time.monotonic() < deadline:
             line = p.stderr.readline()
             if not line:
@@ -51,7 +53,7 @@ def test_sigterm_mid_session_reports_fault_shutdown_and_exits_fast(models_env, t
         time.sleep(0.5)  # well inside the session (it cannot end by itself for 60 s)
         t0 = time.monotonic()
         p.send_signal(signal.SIGTERM)
-        out, err = p.communicate(timeout=30)
+        out, err = p.communicate(timeout=scaled(30))
         elapsed = time.monotonic() - t0
     finally:
         if p.poll() is None:

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from edge.camera._common import BufferedCamera
+from edge.camera.imagesize import check_pixels, check_size
 from edge.camera.spec import IMAGE_EXTS
 from edge.errors import CameraError, EndOfStream
 from edge.types import Frame
@@ -31,8 +32,17 @@ def _ts(index: int, fps: float) -> int:
 
 
 def _check_file(path: Path, what: str) -> None:
-    if not path.is_file():
-        raise CameraError(f"{what} {str(path)!r} does not exist or is not a file; fix the path in camera.source")
+    try:
+        is_file = path.is_file()
+    except OSError as err:  # ENAMETOOLONG, EACCES on a parent...: a path that cannot be a file
+        raise CameraError(f"{what} {_short(path)!r} cannot be read ({err.strerror}); fix the path in camera.source") from err
+    if not is_file:
+        raise CameraError(f"{what} {_short(path)!r} does not exist or is not a file; fix the path in camera.source")
+
+
+def _short(path: Path, keep: int = 60) -> str:
+    name = str(path)
+    return name if len(name) <= keep else f"{name[:keep]}...({len(name)} characters)"
 
 
 def imread_into(path: Path, buf: np.ndarray | None) -> np.ndarray:
@@ -44,13 +54,17 @@ def imread_into(path: Path, buf: np.ndarray | None) -> np.ndarray:
     name = str(path)
     if not cv2.haveImageReader(name):
         raise CameraError(f"image {name!r} cannot be decoded (not an image, or a format this OpenCV lacks)")
+    check_pixels(path)  # from the header, before a decoder allocates anything
     if buf is not None:
         try:
             return cv2.imread(name, buf, cv2.IMREAD_COLOR)
         except (cv2.error, TypeError):
             # cv2.error: size differs from buf; TypeError: OpenCV < 4.10 has no dst overload.
             pass
-    image = cv2.imread(name, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imread(name, cv2.IMREAD_COLOR)
+    except cv2.error as err:  # OpenCV's own OPENCV_IO_MAX_IMAGE_PIXELS check, for headers we do not parse
+        raise CameraError(f"image {name!r} cannot be decoded: {str(err).strip().splitlines()[-1]}") from err
     if image is None:
         raise CameraError(f"image {name!r} cannot be decoded")
     return image
@@ -165,6 +179,7 @@ class VideoCamera(BufferedCamera):
             fps = 30.0
         self.fps = float(fps)
         w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        check_size(w, h, self.path, "video")
         self._buf = None
         if w > 0 and h > 0:
             self._buf = self._alloc((h, w, 3))

@@ -16,6 +16,7 @@ in the config fails at start-up, not at the first session.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,7 @@ from edge.errors import ConfigError
 
 KEY = "camera.source"
 
+NAME_MAX = 255  # bytes per path component on Linux file systems
 IMAGE_EXTS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pnm"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mjpg", ".mjpeg", ".h264", ".mpg"})
 
@@ -193,13 +195,21 @@ def parse_spec(text: str) -> CameraSpec:
     return CameraSpec(text=text, scheme=scheme, target=target, options=MappingProxyType(options))
 
 
+def _check_name_lengths(text: str) -> None:
+    """A path with a component longer than NAME_MAX (255 bytes) can never exist: say so at parse time."""
+    long = next((part for part in text.split("/") if len(part.encode("utf-8", "surrogateescape")) > NAME_MAX), None)
+    if long is not None:
+        raise _bad(text[:60] + f"...({len(text)} characters)", f"a path whose every component is at most {NAME_MAX} bytes")
+
+
 def _parse_bare_path(text: str) -> CameraSpec:
+    _check_name_lengths(text)
     suffix = Path(text).suffix.lower()
     if suffix in IMAGE_EXTS:
         scheme = "image"
     elif suffix in VIDEO_EXTS:
         scheme = "video"
-    elif Path(text).is_dir():
+    elif os.path.isdir(text):  # False (not an error) for a path that cannot be stat'ed
         scheme = "images"
     else:
         raise _bad(text, ANY_FORM)
@@ -233,6 +243,7 @@ def _check_target(scheme: str, target: str) -> str:
     if scheme in ("image", "images", "video"):
         if not target:
             raise _bad(f"{scheme}://", f"a path after the scheme: {_FORMS[scheme]}")
+        _check_name_lengths(target)
         return target
     if scheme == "synthetic":
         if target:

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The Raspberry Pi userland, proven on an x86 box: builds a Debian bookworm arm64 root (Raspberry Pi OS
+# bookworm is Debian bookworm) with debootstrap, runs it under qemu-user emulation, clones this repository
+# (its committed HEAD) and ../shared into it, runs scripts/setup.sh and the test suite there, and prints the
+# times, the test summary and whether every built model matches the sha256 its manifest pins.
+# A manual check, not CI: about 40 min on 2 cores (run it under `nice -n 19` on a shared machine).
+#
+#   sudo scripts/test-aarch64.sh [--root DIR] [--keep] [--time-scale N] [--mirror URL]
+#
+#   --root DIR        where the arm64 root goes (default /var/tmp/edge-aarch64); rebuilt from scratch
+#   --keep            leave the root (and its logs) in place afterwards for inspection
+#   --time-scale N    EDGE_TEST_TIME_SCALE for the suite (default 10: emulation is 10-20x slower)
+#   --mirror URL      Debian mirror for debootstrap (default http://deb.debian.org/debian)
+#
+# Needs root, and the apt packages debootstrap and qemu-user-static. Environment: SHARED (default ../shared
+# beside the repository), PIP_CERT (a CA bundle pip inside the root should trust, copied in when set: a
+# TLS-intercepting proxy's CA). Exit status 0 only when set-up succeeded, the hashes matched and the suite
+# passed.
+#
+# What the emulated run does not prove: speed (emulation), XNNPACK's int8 partitioning (with /sys hidden,
+# cpuinfo cannot read the CPU and XNNPACK takes no int8 graph; those tests skip naming this), the camera,
+# GPIO and the Edge TPU. /sys is deliberately not mounted: with it visible, qemu-user 7.2 reports CPU
+# features that make XNNPACK pick kernels that crash in allocate_tensors.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+ROOT=/var/tmp/edge-aarch64
+KEEP=0
+SCALE=10
+MIRROR=http://deb.debian.org/debian
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root) ROOT=$2; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    --time-scale) SCALE=$2; shift 2 ;;
+    --mirror) MIRROR=$2; shift 2 ;;
+    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
+    *) echo "test-aarch64.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+SHARED=${SHARED:-$(cd "$REPO/.." && pwd)/shared}
+die() { echo "test-aarch64.sh: $*" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, mounts)"
+command -v debootstrap >/dev/null || die "debootstrap missing: apt-get install debootstrap qemu-user-static"
+[ -f /usr/lib/binfmt.d/qemu-aarch64.conf ] || die "qemu-user-static missing: apt-get install qemu-user-static"
+[ -d "$SHARED" ] || die "no dev data at $SHARED (set SHARED=...)"
+case "$ROOT" in /|/usr|/var|/home|/tmp|"") die "refusing --root $ROOT" ;; esac
+
+# binfmt_misc: let the kernel hand aarch64 ELF files to qemu (the F flag opens the interpreter now, so it
+# need not exist inside the root).
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+fi
+if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  grep -v '^#' /usr/lib/binfmt.d/qemu-aarch64.conf | head -n 1 > /proc/sys/fs/binfmt_misc/register
+fi
+grep -qx enabled /proc/sys/fs/binfmt_misc/qemu-aarch64 || die "binfmt entry qemu-aarch64 is not enabled"
+
+mounted() { awk -v r="$ROOT" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r; }
+cleanup() {
+  for m in $(mounted); do umount -l "$m" || true; done
+  if [ "$KEEP" = 0 ] && [ -z "$(mounted)" ]; then rm -rf "$ROOT"; fi
+}
+for m in $(mounted); do umount -l "$m"; done
+[ -z "$(mounted)" ] || die "something is still mounted under $ROOT"
+rm -rf "$ROOT"
+mkdir -p "$ROOT"
+trap cleanup EXIT
+LOG=$ROOT.log
+: > "$LOG"
+say() { echo "[aarch64] $*" | tee -a "$LOG" >&2; }
+now() { date +%s; }
+
+t0=$(now)
+say "debootstrap --arch=arm64 bookworm $ROOT ($MIRROR)"
+debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv,ca-certificates \
+  bookworm "$ROOT" "$MIRROR" >> "$LOG" 2>&1 || die "debootstrap failed (see $LOG)"
+t_boot=$(( $(now) - t0 ))
+say "debootstrap: ${t_boot} s"
+
+# What any installed Debian has and debootstrap leaves out: a resolver config and /etc/hosts (localhost).
+cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+printf '127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$ROOT/etc/hosts"
+ca_env=()
+if [ -n "${PIP_CERT:-}" ] && [ -f "$PIP_CERT" ]; then
+  cp "$PIP_CERT" "$ROOT/etc/ssl/certs/pip-ca.crt"
+  ca_env=(PIP_CERT=/etc/ssl/certs/pip-ca.crt)
+fi
+# /proc, /dev and /dev/pts (the pty tests need devpts); never /sys, see above.
+mount --bind /proc "$ROOT/proc"
+mount --bind /dev "$ROOT/dev"
+mount --bind /dev/pts "$ROOT/dev/pts"
+
+mkdir -p "$ROOT/opt/edge"
+git clone -q "$REPO" "$ROOT/opt/edge/edge"
+mkdir "$ROOT/opt/edge/shared"
+cp -a "$(readlink -f "$SHARED")/." "$ROOT/opt/edge/shared/"  # the data, not a symlink that points outside the root
+say "cloned $(git -C "$REPO" rev-parse --short HEAD) ($(git -C "$REPO" rev-parse --abbrev-ref HEAD)) and copied $SHARED"
+
+inside() {
+  chroot "$ROOT" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 "${ca_env[@]}" EDGE_TEST_TIME_SCALE="$SCALE" EDGE_TEST_EMULATED=qemu-user \
+    /bin/bash -c "cd /opt/edge/edge && $1"
+}
+say "$(inside 'uname -m; python3 --version' | tr '\n' ' ')"
+
+t0=$(now)
+setup_ok=1
+inside 'scripts/setup.sh --no-run' >> "$LOG" 2>&1 || setup_ok=0
+t_setup=$(( $(now) - t0 ))
+say "scripts/setup.sh --no-run: ${t_setup} s ($([ $setup_ok = 1 ] && echo ok || echo FAILED))"
+
+hash_ok=0
+if [ "$setup_ok" = 1 ]; then
+  inside '.venv/bin/edge models list' | tee -a "$LOG" > "$ROOT.models" || true
+  rows=$(grep -cE '\.tflite ' "$ROOT.models" || true)
+  ok=$(grep -cE '\.tflite +ok ' "$ROOT.models" || true)
+  manifests=$(inside '.venv/bin/python -c "from edge.models import registry; print(sum(len(m.artifacts) for m in registry.list_manifests()))"')
+  say "model hashes: $ok of $manifests artifacts match the sha256 their manifests pin"
+  [ "$ok" = "$manifests" ] && [ "$rows" = "$manifests" ] && hash_ok=1
+fi
+
+t0=$(now)
+tests_ok=0
+if [ "$setup_ok" = 1 ]; then
+  inside '.venv/bin/python -m pytest -q -p no:cacheprovider' > "$ROOT.pytest" 2>&1 && tests_ok=1
+  cat "$ROOT.pytest" >> "$LOG"
+fi
+t_tests=$(( $(now) - t0 ))
+summary=$(tail -n 1 "$ROOT.pytest" 2>/dev/null || echo "not run")
+
+echo
+echo "== aarch64 (Debian bookworm arm64 under qemu-user, $(qemu-aarch64-static --version | head -n 1)) =="
+echo "commit:        $(git -C "$REPO" rev-parse --short HEAD)"
+echo "debootstrap:   ${t_boot} s"
+echo "setup.sh:      ${t_setup} s ($([ $setup_ok = 1 ] && echo ok || echo FAILED))"
+if [ "$setup_ok" = 1 ]; then
+  echo "model hashes:  $([ $hash_ok = 1 ] && echo "all $manifests artifacts match the sha256 their manifests pin" || echo "MISMATCH ($ok of $manifests match)")"
+else
+  echo "model hashes:  not checked (set-up failed)"
+fi
+echo "tests:         ${summary} (${t_tests} s, EDGE_TEST_TIME_SCALE=$SCALE)"
+grep -E '^(SKIPPED|FAILED|ERROR)' "$ROOT.pytest" 2>/dev/null | sed 's/^/  /' || true
+echo "log:           $LOG"
+[ "$setup_ok" = 1 ] && [ "$hash_ok" = 1 ] && [ "$tests_ok" = 1 ]
