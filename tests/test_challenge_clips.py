@@ -160,3 +160,20 @@ def test_an_active_session_leaves_no_mesh_pose_blendshape_or_baseline_behind(ans
     zero = [w for w, a in before.items() if not a.any()]
     assert any("points" in w for w in zero) and any("blend" in w for w in zero) and any("baseline" in w for w in zero), zero
     assert not p.challenge.depth.has_reference
+
+
+def test_edge_run_prints_the_prompts_and_the_verdict(answer_clip, built_models_dir):
+    """`edge run` in active mode on a video file: a JSON line per prompt, then the verdict."""
+    env = dict(os.environ, EDGE_MODELS_DIR=str(built_models_dir))
+    r = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "run", "--source", f"video://{answer_clip}", "--sessions", "1",
+         "--challenge", "blink,turn_left", "-q"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+    prompts = [x["prompt"] for x in lines if "prompt" in x]
+    assert prompts[:2] == ["LOOK_AT_CAMERA", "HOLD_STILL"]
+    assert prompts.index("BLINK") < prompts.index("BACK_TO_NEUTRAL") < prompts.index("TURN_LEFT"), prompts
+    verdict = lines[-1]
+    assert (verdict["verdict"], verdict["reason"], verdict["challenge"]) == ("PASS", "LIVE_CONFIRMED", ["blink", "turn_left"])
