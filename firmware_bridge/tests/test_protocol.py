@@ -13,7 +13,7 @@ import pytest
 
 from firmware_bridge import protocol as P
 
-from .helpers import KEY
+from .helpers import KEY, keyed_codec
 
 def test_runtime_uses_the_firmware_module():
     # one implementation for both ends: the runtime imports the firmware's protocol module
@@ -83,8 +83,10 @@ def test_parse_key_formats():
 
 
 MESSAGES = [
-    (P.HELLO, {"flags": 1, "info": [("role", "runtime"), ("board", "Raspberry Pi 5"), ("models", "a,b/float32")]}),
-    (P.START, {"session_id": 0xFFFFFFFF, "nonce": bytes(range(16)), "deadline_ms": 6000}),
+    (P.HELLO, {"flags": 1, "rand": b"r" * 16, "echo": bytes(16),
+               "info": [("role", "runtime"), ("board", "Raspberry Pi 5"), ("models", "a,b/float32")]}),
+    (P.START, {"session_id": 0xFFFFFFFF, "nonce": bytes(range(16)), "deadline_ms": 6000, "template": b""}),
+    (P.START, {"session_id": 1, "nonce": bytes(range(16)), "deadline_ms": 1, "template": bytes(range(P.MAX_TEMPLATE))}),
     (P.PROMPT, {"session_id": 3, "code": 2, "text": "Move closer"}),
     (P.PROMPT, {"session_id": 3, "code": 9, "text": "Ünïcødé ✓"}),
     (P.RESULT, {"session_id": 9, "nonce": b"\x00" * 16, "verdict": P.V_FAIL, "reason": 2, "elapsed_ms": 1234,
@@ -101,13 +103,15 @@ def test_round_trip_every_message(mtype, fields):
     sender_dir = P.DIR_CONTROLLER if mtype in (P.START, P.ABORT) else P.DIR_RUNTIME
     receiver_dir = P.DIR_RUNTIME if sender_dir == P.DIR_CONTROLLER else P.DIR_CONTROLLER
     tx, rx = P.Codec(KEY, sender_dir), P.Codec(KEY, receiver_dir)
+    assert P.handshake(tx, rx)
+    rx.stats = P.new_stats()
     wire = tx.encode(mtype, P.pack_fields(mtype, fields))
     assert wire.endswith(b"\x00") and wire.count(0) == 1
     # byte by byte: framing must not depend on read boundaries
     msgs = [m for b in wire for m in rx.feed(bytes([b]))]
     assert len(msgs) == 1
     m = msgs[0]
-    assert m.type == mtype and m.seq == 1
+    assert m.type == mtype and m.seq == (0 if mtype == P.HELLO else 1)
     for k, v in fields.items():
         got = getattr(m, k)
         assert (list(got) if k == "info" else got) == (list(v) if k == "info" else v)
@@ -121,7 +125,11 @@ def test_long_text_is_truncated_on_a_character_boundary():
 
 
 def _pair():
-    return P.Codec(KEY, P.DIR_RUNTIME), P.Codec(KEY, P.DIR_CONTROLLER)
+    runtime, ctl = P.Codec(KEY, P.DIR_RUNTIME), P.Codec(KEY, P.DIR_CONTROLLER)
+    assert P.handshake(ctl, runtime)
+    runtime.stats.update(P.new_stats())
+    ctl.stats.update(P.new_stats())
+    return runtime, ctl
 
 
 def _good(runtime, n=1):
@@ -151,7 +159,7 @@ def test_forged_mac_rejected_counted_and_link_recovers():
 
 def test_wrong_key_is_bad_mac():
     runtime, ctl = _pair()
-    forger = P.Codec(os.urandom(32), P.DIR_RUNTIME)
+    forger = keyed_codec(os.urandom(32), P.DIR_RUNTIME)
     _assert_rejected_then_recovers(ctl, runtime, forger.encode(P.RESULT, P.pack_result(1, bytes(16), 1, 1, 1)), "bad_mac")
 
 
@@ -177,8 +185,8 @@ def test_bad_crc():
 
 def test_truncated_frames():
     runtime, ctl = _pair()
-    wire = _good(runtime)
-    _assert_rejected_then_recovers(ctl, runtime, wire[:10] + b"\x00", "truncated")
+    _assert_rejected_then_recovers(ctl, runtime, P.cobs_encode(runtime.frame(P.HEARTBEAT, b"\x00" * 5)[:10]) + b"\x00",
+                                   "truncated")
     raw = runtime.frame(P.HEARTBEAT, P.pack_heartbeat(0, 0))
     assert ctl.feed(P.cobs_encode(raw[:-3]) + b"\x00") == []
     assert ctl.stats["truncated"] == 2
@@ -212,9 +220,14 @@ def test_bad_length_garbage_version_unknown_type_direction_payload():
 
     runtime, ctl = _pair()
     raw = bytearray(good)
-    raw[0] = 2
-    # a version-2 frame is refused before its MAC is looked at
+    raw[0] = 3
+    # a version-3 frame is refused before its MAC is looked at
     _assert_rejected_then_recovers(ctl, runtime, _reframe(bytes(raw)), "bad_version")
+
+    runtime, ctl = _pair()
+    raw[0] = 1
+    # a v1 frame (old firmware) gets its own counter, so the runtime can say "update the controller"
+    _assert_rejected_then_recovers(ctl, runtime, _reframe(bytes(raw)), "old_version")
 
     runtime, ctl = _pair()
     _assert_rejected_then_recovers(ctl, runtime, runtime.encode(0x55, b""), "unknown_type")
@@ -234,21 +247,27 @@ def test_replayed_frame_is_rejected_and_link_recovers():
     _assert_rejected_then_recovers(ctl, runtime, w1, "replay")
 
 
-def test_hello_resets_sequence_after_peer_restart():
+def test_restarted_peer_gets_a_new_key_and_sequence_from_one():
     runtime, ctl = _pair()
-    for i in range(5):
-        ctl.feed(_good(runtime, i))
+    recorded = [_good(runtime, i) for i in range(1, 6)]
+    for w in recorded:
+        ctl.feed(w)
     restarted = P.Codec(KEY, P.DIR_RUNTIME)
-    out = ctl.feed(restarted.encode(P.HELLO, P.pack_hello([], P.HELLO_REPLY)) + _good(restarted, 42))
-    assert [m.name for m in out] == ["HELLO", "HEARTBEAT"]
-    assert ctl.stats["replay"] == 0
+    assert P.handshake(restarted, ctl)
+    assert ctl.epoch == 2 and restarted.epoch == 1
+    out = ctl.feed(_good(restarted, 42))
+    assert [(m.name, m.seq) for m in out] == [("HEARTBEAT", 1)]
+    # nothing recorded under the old key verifies any more (after the peer's first new-key frame)
+    assert ctl.feed(b"".join(recorded)) == [] and ctl.stats["bad_mac"] == 5
 
 
-def test_sequence_wraps():
+def test_sequence_never_wraps_under_one_key():
     runtime, ctl = _pair()
     runtime.tx_seq = 0xFFFFFFFE
-    out = ctl.feed(_good(runtime) + _good(runtime) + _good(runtime))
-    assert [m.seq for m in out] == [0xFFFFFFFF, 0, 1]
+    assert [m.seq for m in ctl.feed(_good(runtime))] == [0xFFFFFFFF]
+    with pytest.raises(P.ProtocolError, match="re-handshaking"):
+        _good(runtime)
+    assert not runtime.keyed
 
 
 def test_frames_split_and_glued_arbitrarily():
