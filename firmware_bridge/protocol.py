@@ -238,7 +238,7 @@ def cobs_decode(data):
 def parse_key(data):
     """A pre-shared key file's bytes -> 32-byte key.
 
-    Accepted: exactly 32 raw bytes (as `edge bridge keygen --raw` writes them), or
+    Accepted: exactly 32 random raw bytes, or
     64 hex digits (surrounding whitespace and one trailing newline are fine).
     Refused (ProtocolError): anything else, including 32 printable characters: that
     is a passphrase typed by hand (about 200 bits at best, often far fewer), not a

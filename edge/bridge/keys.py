@@ -46,8 +46,9 @@ def read_key_file(path: str | os.PathLike, *, private_dir: bool = False) -> byte
     """Read and check one key file; :class:`KeyFileError` names the file and the fix."""
     p = Path(path)
     try:
-        # open first, then fstat the open file: no window between check and read
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # open first, then fstat the open file: no window between check and read. O_NONBLOCK:
+        # opening a FIFO for reading would otherwise wait for a writer (start-up hangs forever)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as err:
         raise KeyFileError(
             f"key file {p} does not exist; create it with: umask 077; python3 -c \"import secrets; "
@@ -58,7 +59,11 @@ def read_key_file(path: str | os.PathLike, *, private_dir: bool = False) -> byte
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"key file {p} is not a regular file; point serial.key_file at the key file itself")
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if (stat.S_ISCHR(st.st_mode) or
+                                                                            stat.S_ISBLK(st.st_mode)) else "not a file"
+            raise KeyFileError(f"key file {p} is not a regular file ({kind}); point serial.key_file at the key "
+                               f"file itself (make one with: edge bridge keygen PATH)")
+        os.set_blocking(fd, True)
         _check_mode(p, st, private_dir=private_dir)
         if st.st_uid not in (0, os.geteuid()):
             log.warning("key file %s is owned by uid %d, neither root nor this process: that user can read the key",
@@ -73,8 +78,8 @@ def read_key_file(path: str | os.PathLike, *, private_dir: bool = False) -> byte
         return protocol.parse_key(data)
     except protocol.ProtocolError as err:
         raise KeyFileError(
-            f"key file {p} is malformed ({err}); it must hold 32 raw bytes or 64 hex digits, e.g. the output of "
-            f"python3 -c \"import secrets; print(secrets.token_hex(32))\""
+            f"key file {p} is malformed ({err}); it must hold 32 random raw bytes or 64 hex digits: make one with "
+            f"edge bridge keygen PATH"
         ) from err
 
 

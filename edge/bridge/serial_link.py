@@ -60,6 +60,9 @@ def _fileno(ser) -> int | None:
 class SerialBridge:
     """Trigger + VerdictSink over the authenticated serial protocol."""
 
+    # the runner answers a START that arrives during camera recovery with FAULT(CAMERA_LOST) at once
+    answers_while_recovering = True
+
     def __init__(
         self,
         port,
