@@ -152,6 +152,18 @@ def crc16(data, crc=0xFFFF):
     return crc
 
 
+try:  # CPython: the same CRC in C (binascii.crc_hqx is CRC-CCITT, poly 0x1021, no reflection)
+    from binascii import crc_hqx as _crc_hqx
+
+    if _crc_hqx(b"123456789", 0xFFFF) == 0x29B1:
+        _crc16_py = crc16
+
+        def crc16(data, crc=0xFFFF):  # noqa: F811 - the fast path of the function above
+            return _crc_hqx(bytes(data), crc)
+except ImportError:  # MicroPython: the table version above
+    pass
+
+
 # ---------------------------------------------------------------- HMAC-SHA256
 # Some MicroPython ports have hashlib.sha256 but no hmac module: RFC 2104 by hand.
 
@@ -674,6 +686,7 @@ class Codec:
         self.stats = new_stats()
         self.reader = FrameReader(self.stats, self._reject)
         self.last_reject = None  # name of the last counter bumped by a rejection
+        self.rejects = 0  # frames rejected by this codec, all counters together
         self.outbox = []  # handshake frames to write (HELLO answers)
 
     # ------------------------------------------------------------ handshake
@@ -801,6 +814,7 @@ class Codec:
 
     def _reject(self, name):
         self.stats[name] += 1
+        self.rejects += 1
         self.last_reject = name
         return None
 

@@ -117,6 +117,7 @@ class SerialBridge:
         self._last_reject_log = -1e9
         self._old_version_logged = False
         self._fd = _fileno(self._ser)
+        self._woke_by_rx = False
         self._wake_r, self._wake_w = os.pipe()  # close() wakes the reader's select() at once
         try:
             with self._wlock:
@@ -289,7 +290,7 @@ class SerialBridge:
     def _next_wait(self) -> float:
         """Seconds until the next timer is due: the reader sleeps exactly that long."""
         now = self._clock()
-        due = self._last_hb + self.heartbeat_interval_s
+        due = self._last_hb + self._hb_timer_s()
         if self.link_up:
             due = min(due, self._last_rx + self.heartbeat_timeout_s)
         with self._slock:
@@ -310,12 +311,22 @@ class SerialBridge:
                         ready, _, _ = select.select([self._fd, self._wake_r], [], [], timeout)
                         if self._wake_r in ready or self._stop.is_set():
                             break
-                        data = self._ser.read(max(1, self._ser.in_waiting)) if ready else b""
+                        data = b""
+                        if ready:
+                            # straight from the fd (pyserial opened it non-blocking): one syscall
+                            try:
+                                data = os.read(self._fd, 4096)
+                            except BlockingIOError:
+                                data = None
+                            if data == b"":
+                                raise BridgeError("the device reports data but returned none (unplugged?)")
+                            data = data or b""
                     else:
                         n = self._ser.in_waiting
                         data = self._ser.read(n if n > 0 else 1)
                 except Exception as err:
                     raise BridgeError(f"read from serial port {self.port_name} failed: {err}") from err
+                self._woke_by_rx = bool(data)
                 if data:
                     self.on_bytes(data)
                 self._tick()
@@ -353,8 +364,7 @@ class SerialBridge:
                             self._codec.last_reject, {k: v for k, v in self.stats.items() if v and k != "ok"})
 
     def _rejects(self) -> int:
-        st = self._codec.stats
-        return sum(v for k, v in st.items() if k != "ok")
+        return self._codec.rejects
 
     def _need_hello(self, now: float) -> bool:
         # down, unkeyed, or gone quiet while frames fail MAC/replay checks (the controller re-keyed
@@ -363,6 +373,11 @@ class SerialBridge:
             return True
         return now - self._last_rx >= self.hello_retry_s and self._rejects() != self._rejects_at_rx
 
+    def _hb_timer_s(self) -> float:
+        # while the controller's heartbeats flow they trigger ours; the timer is the fallback,
+        # late enough that a controller heartbeat (every interval) normally comes first
+        return self.heartbeat_interval_s * (1.5 if self.link_up else 1.0)
+
     def _tick(self) -> None:
         now = self._clock()
         if now - self._last_hello >= self.hello_retry_s and self._need_hello(now):
@@ -370,7 +385,11 @@ class SerialBridge:
             with self._wlock:
                 if not self._closed:
                     self._write(self._codec.hello())
-        if now - self._last_hb >= self.heartbeat_interval_s:
+        # Piggyback: a heartbeat due within half an interval goes out now, while the thread is
+        # awake for the controller's heartbeat anyway (one wake-up per exchange instead of two);
+        # the timer (_hb_timer_s) only fires when the controller is silent.
+        if now - self._last_hb >= self.heartbeat_interval_s / 2 and (
+                self._woke_by_rx or now - self._last_hb >= self._hb_timer_s()):
             self._last_hb = now
             with self._slock:
                 cur = self._current
