@@ -267,7 +267,7 @@ def parse_key(data):
             return data
         if _is_hex(data.decode().strip()):
             # 32 hex digits are a 128-bit key written as hex, not 32 raw bytes: refuse the ambiguity
-            raise ProtocolError("key looks like hex but is not 64 hex digits")
+            raise ProtocolError("key looks like hex but is not 64 hex digits; make one with `edge bridge keygen PATH`")
         raise ProtocolError("key is 32 printable characters, a passphrase rather than a random key; "
                             "make one with `edge bridge keygen PATH` (64 hex digits)")
     try:

@@ -276,3 +276,29 @@ def test_reboot_starts_with_relay_off():
     rig2 = Rig()
     assert rig2.board.relay_log == [(0.0, False)]
     assert rig2.ctl.state == DOWN
+
+
+def test_rehandshake_without_boot_keeps_the_session():
+    """A re-key (lost frames, a replayed HELLO) is not a restart: the session goes on under the new key."""
+    rig = Rig()
+    rig.link_up()
+    start = rig.start_session()
+    rig.raw(rig.runtime.hello())  # the runtime re-handshakes (no BOOT: it has held a key)
+    rig.poll(10)
+    rig.poll(10)
+    assert rig.ctl.codec.epoch == 2 and rig.runtime.epoch == 2 and rig.ctl.state == SESSION
+    assert ("keyed", False) in [(n, f.get("boot")) for n, f in rig.events]
+    rig.send(P.RESULT, result_payload(start))
+    rig.poll(10)
+    assert rig.ctl.results == ["PASS"] and len(_relay_ons(rig)) == 1
+
+
+def test_v1_frame_is_refused_and_counted():
+    rig = Rig()
+    rig.link_up()
+    raw = bytearray(rig.runtime.frame(P.HEARTBEAT, P.pack_heartbeat(0, 0)))
+    raw[0] = 1
+    body = bytes(raw[:-2])
+    rig.raw(P.cobs_encode(body + P.crc16(body).to_bytes(2, "big")) + b"\x00")
+    rig.poll(10)
+    assert rig.stats()["old_version"] == 1 and rig.stats()["bad_version"] == 0

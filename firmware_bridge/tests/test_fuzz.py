@@ -10,6 +10,7 @@ accept a good frame.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 
@@ -19,7 +20,8 @@ from firmware_bridge import protocol as P
 from .fakes import NullSerial
 from .helpers import KEY, Rig, keyed_codec
 
-FRAMES_PER_SIDE = 100_000  # per parser
+# per parser; EDGE_FUZZ_FRAMES=1000000 for the once-per-release run (issue 12: 10^6 into each parser)
+FRAMES_PER_SIDE = int(os.environ.get("EDGE_FUZZ_FRAMES", "100000"))
 
 
 _POOL = random.Random(5)

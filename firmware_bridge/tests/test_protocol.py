@@ -287,3 +287,70 @@ def test_payload_too_large_to_send():
     runtime, _ = _pair()
     with pytest.raises(P.ProtocolError):
         runtime.encode(P.FAULT, bytes(P.MAX_PAYLOAD + 1))
+
+
+# ---------------------------------------------------------------- v2 handshake
+
+
+def test_simultaneous_boot_hellos_converge_on_one_key():
+    a, b = P.Codec(KEY, P.DIR_CONTROLLER), P.Codec(KEY, P.DIR_RUNTIME)
+    wa, wb = a.hello(), b.hello()  # both start at once; the HELLOs cross on the wire
+    a.feed(wb)
+    b.feed(wa)
+    for _ in range(6):
+        oa, ob = a.take_outbox(), b.take_outbox()
+        if not oa and not ob:
+            break
+        b.feed(oa)
+        a.feed(ob)
+    assert a.keyed and b.keyed
+    assert b.feed(a.encode(P.HEARTBEAT, P.pack_heartbeat(0, 1)))[-1].session_id == 1
+    assert a.feed(b.encode(P.HEARTBEAT, P.pack_heartbeat(0, 2)))[-1].session_id == 2
+
+
+def test_replayed_hello_never_reinstalls_an_old_key():
+    ctl, rt = P.Codec(KEY, P.DIR_CONTROLLER), P.Codec(KEY, P.DIR_RUNTIME)
+    boot_hello = ctl.hello()
+    assert P.handshake(ctl, rt)
+    recorded = ctl.encode(P.START, P.pack_start(1, b"n" * 16, 5000))
+    assert [m.name for m in rt.feed(recorded)] == ["START"]
+    # the attacker replays the controller's boot HELLO, then the START
+    out = rt.feed(boot_hello)
+    assert [m.name for m in out] == ["HELLO"] and rt.epoch == 1  # only an answer is queued: no new key
+    assert rt.feed(recorded) == [] and rt.stats["replay"] == 1
+    # the real controller answers the runtime's answer: a new key with fresh randoms...
+    ctl.feed(rt.take_outbox())
+    rt.feed(ctl.take_outbox())
+    ctl.feed(rt.take_outbox())  # the runtime's confirmation
+    assert ctl.epoch == 2 and rt.epoch == 2
+    rt.feed(ctl.encode(P.HEARTBEAT, P.pack_heartbeat(0, 0)))
+    # ...under which nothing recorded verifies
+    assert rt.feed(recorded) == [] and rt.stats["bad_mac"] == 1
+
+
+def test_confirmation_lost_the_first_keyed_frame_confirms():
+    ctl, rt = P.Codec(KEY, P.DIR_CONTROLLER), P.Codec(KEY, P.DIR_RUNTIME)
+    rt.feed(ctl.hello())
+    ctl.feed(rt.take_outbox())
+    ctl.take_outbox()  # the confirmation HELLO is lost
+    assert ctl.keyed and not rt.keyed
+    out = rt.feed(ctl.encode(P.HEARTBEAT, P.pack_heartbeat(0, 7)))
+    assert [m.name for m in out] == ["KEYED", "HEARTBEAT"] and rt.keyed
+
+
+def test_payloads_are_encrypted_on_the_wire():
+    ctl, rt = _pair()[::-1]
+    template = b"BIOMETRIC-TEMPLATE-" * 7
+    wire = ctl.encode(P.START, P.pack_start(3, b"n" * 16, 5000, template))
+    assert b"BIOMETRIC" not in P.cobs_decode(wire[:-1]) and b"n" * 16 not in P.cobs_decode(wire[:-1])
+    m = rt.feed(wire)[0]
+    assert m.template == template and "BIOMETRIC" not in repr(m)
+    with pytest.raises(P.ProtocolError):
+        P.pack_start(3, b"n" * 16, 5000, bytes(P.MAX_TEMPLATE + 1))
+
+
+def test_key_file_contents():
+    assert P.parse_key(bytes(range(100, 132))) == bytes(range(100, 132))
+    for bad in (b"correct horse battery staple 123", b"Z" * 32, b"A" * 32):
+        with pytest.raises(P.ProtocolError, match="keygen"):
+            P.parse_key(bad)
