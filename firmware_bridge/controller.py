@@ -59,7 +59,7 @@ class ControllerConfig:
         self.start_retry_ms = start_retry_ms
         self.debounce_ms = debounce_ms
         self.hello_retry_ms = hello_retry_ms
-        self.info = info or [("role", "controller"), ("board", "unknown"), ("fw", "0.1.0")]
+        self.info = info or [("role", "controller"), ("board", "unknown"), ("fw", "0.2.0")]
 
 
 def _noop(name, fields):

@@ -267,6 +267,11 @@ def test_5_defaults_agree_everywhere():
         inspect.signature(SerialBridge).parameters["heartbeat_interval_s"].default == 0.25
     assert ControllerConfig().heartbeat_interval_ms == 250 and ControllerConfig().heartbeat_timeout_ms == 750
     assert "heartbeat every 250 ms" in doc and "lost after 750 ms" in doc
+    main_py = (ROOT / "firmware_bridge" / "main.py").read_text()
+    assert '"heartbeat_interval_ms": 250,' in main_py and '"heartbeat_timeout_ms": 750,' in main_py
+    from firmware_bridge.sim import main as sim_main
+
+    assert "default=250)" in inspect.getsource(sim_main) and "default=750)" in inspect.getsource(sim_main)
 
 
 # ---------------------------------------------------------------- 6. superseded STARTs leak
