@@ -688,6 +688,7 @@ class Codec:
         self.last_reject = None  # name of the last counter bumped by a rejection
         self.rejects = 0  # frames rejected by this codec, all counters together
         self.outbox = []  # handshake frames to write (HELLO answers)
+        self._post = []  # KEYED events to report after the HELLO that caused them
 
     # ------------------------------------------------------------ handshake
 
@@ -857,7 +858,8 @@ class Codec:
                 return self._reject("bad_payload")
             self.stats["ok"] += 1
             m = Message(mtype, seq, fields)
-            self._on_hello(m, out)
+            # a key this HELLO completes is reported after the HELLO itself (feed() appends it)
+            self._on_hello(m, self._post)
             return m
         keys = self._keys
         prev = None
@@ -911,6 +913,9 @@ class Codec:
             m = self.decode_wire(block, out)
             if m is not None:
                 out.append(m)
+            if self._post:
+                out.extend(self._post)
+                self._post = []
         return out
 
     def take_outbox(self):
