@@ -9,8 +9,8 @@ the controller's deadline. See firmware_bridge/PROTOCOL.md for the wire format.
 
 Idle cost: the reader blocks in ``select()`` on the port and a wake-up pipe until a
 byte arrives or the next timer (heartbeat, link timeout) is due, so between sessions
-the process wakes only for the heartbeats (about 8 times a second with the defaults),
-not 50 times a second to poll.
+the link thread wakes once per controller heartbeat (4 times a second with the defaults)
+and sends its own heartbeat in that same wake-up, not 50 times a second to poll.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from edge.types import Prompt, Reason, Verdict
 
 log = logging.getLogger(__name__)
 
+WRITE_TIMEOUT_S = 1.0  # a line that takes no bytes for this long has failed (well under WatchdogSec / 2)
+
 
 def open_serial(port: str, baudrate: int):
     """Any device pyserial understands: /dev/ttyAMA0, /dev/ttyUSB0, a pty path, loop://."""
@@ -38,7 +40,7 @@ def open_serial(port: str, baudrate: int):
     try:
         # non-blocking reads: the reader thread blocks in select() on the fd instead
         # (URLs without an fd, such as loop://, fall back to a 50 ms read timeout)
-        ser = serial.serial_for_url(port, baudrate=baudrate, timeout=0, write_timeout=1.0)
+        ser = serial.serial_for_url(port, baudrate=baudrate, timeout=0, write_timeout=WRITE_TIMEOUT_S)
         if _fileno(ser) is None:
             ser.timeout = 0.05
         return ser
@@ -83,6 +85,7 @@ class SerialBridge:
         object with read/write/in_waiting/close. ``keepalive`` is called in every wait of
         :meth:`result` (the systemd watchdog's kick), so delivery retries never starve it."""
         self._ser = open_serial(port, baudrate) if isinstance(port, str) else port
+        self._fd = _fileno(self._ser)
         self.port_name = port if isinstance(port, str) else getattr(port, "name", repr(port))
         self.device_info = tuple((str(k), str(v)) for k, v in device_info)
         self._codec = P.Codec(key, P.DIR_RUNTIME, self.device_info)
@@ -116,7 +119,6 @@ class SerialBridge:
         self._rejects_at_rx = 0
         self._last_reject_log = -1e9
         self._old_version_logged = False
-        self._fd = _fileno(self._ser)
         self._woke_by_rx = False
         self._wake_r, self._wake_w = os.pipe()  # close() wakes the reader's select() at once
         try:
@@ -273,7 +275,21 @@ class SerialBridge:
 
     def _write(self, data: bytes) -> None:
         try:
-            self._ser.write(data)
+            if self._fd is None:
+                self._ser.write(data)
+                return
+            # straight to the (non-blocking) fd: pyserial's write adds a select() per call
+            view = memoryview(data)
+            end = None
+            while view:
+                try:
+                    view = view[os.write(self._fd, view):]
+                except BlockingIOError:
+                    end = end or time.monotonic() + WRITE_TIMEOUT_S
+                    left = end - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(f"output blocked for {WRITE_TIMEOUT_S:.0f} s") from None
+                    select.select([], [self._fd], [], left)
         except Exception as err:
             raise BridgeError(f"write to serial port {self.port_name} failed: {err}") from err
 
