@@ -172,12 +172,27 @@ def _pads(key):
     if len(key) > 64:
         key = hashlib.sha256(key).digest()
     key = bytes(key) + bytes(64 - len(key))
-    return bytes([b ^ 0x36 for b in key]), bytes([b ^ 0x5C for b in key])
+    ipad = bytes([b ^ 0x36 for b in key])
+    opad = bytes([b ^ 0x5C for b in key])
+    if _HASH_COPY:
+        # CPython: hash the pads once per key and copy the state per message
+        return (ipad, opad, hashlib.sha256(ipad), hashlib.sha256(opad))
+    return (ipad, opad, None, None)
 
 
 def hmac_sha256(key, msg):
-    ipad, opad = _pads(key)
-    return _hmac_pads(ipad, opad, msg)
+    return _hmac(_pads(key), msg)
+
+
+def _hmac(pads, msg):
+    if pads[2] is not None:
+        h = pads[2].copy()
+        h.update(msg)
+        inner = h.digest()
+        h = pads[3].copy()
+        h.update(inner)
+        return h.digest()
+    return _hmac_pads(pads[0], pads[1], msg)
 
 
 def _hmac_pads(ipad, opad, msg):
@@ -187,6 +202,9 @@ def _hmac_pads(ipad, opad, msg):
     h = hashlib.sha256(opad)
     h.update(inner)
     return h.digest()
+
+
+_HASH_COPY = hasattr(hashlib.sha256(), "copy")  # MicroPython's sha256 has no copy()
 
 
 def ct_equal(a, b):
@@ -323,7 +341,7 @@ def _keystream_xor(pads, seq, data):
     block = 0
     sb = struct.pack(">I", seq)
     while i < n:
-        ks = _hmac_pads(pads[0], pads[1], sb + bytes([block]))
+        ks = _hmac(pads, sb + bytes([block]))
         j = 0
         while j < 32 and i < n:
             out[i] = data[i] ^ ks[j]
@@ -766,7 +784,7 @@ class Codec:
     # ------------------------------------------------------------ frames
 
     def _mac(self, pads, label, body):
-        return _hmac_pads(pads[0], pads[1], label + body)[:MAC_LEN]
+        return _hmac(pads, label + body)[:MAC_LEN]
 
     def _encode_raw(self, mtype, payload, seq, keys):
         return cobs_encode(self._frame_raw(mtype, payload, seq, keys)) + b"\x00"
