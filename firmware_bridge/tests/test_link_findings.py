@@ -83,20 +83,19 @@ def test_1a_runtime_restart_with_its_hello_lost_recovers():
                 b1 = _bridge(proxy.runtime_path)
                 for _ in range(3):
                     _session_completes(ct, ctl, b1)
-                b1._closed = True  # dies without a goodbye (no FAULT)
-                b1._stop.set()
-                os.write(b1._wake_w, b"x")
-                b1._thread.join(2)
-                b1._ser.close()
+                for _ in range(300):  # a runtime that has been up a while: its sequence numbers are far ahead
+                    b1._send(P.HEARTBEAT, P.pack_heartbeat(P.S_IDLE, 0))
+                time.sleep(0.3)
+                b1._error = RuntimeError("killed")  # dies without a goodbye: close() sends no FAULT
+                b1.close()
                 proxy.drop_next("R", P.HELLO)
                 t0 = time.monotonic()
                 b2 = _bridge(proxy.runtime_path)
                 try:
-                    assert _until(lambda: ctl.state == IDLE and b2.link_up and ctl.codec.epoch >= 2, 4.0)
-                    recovered = time.monotonic() - t0
+                    _session_completes(ct, ctl, b2, timeout=6.0)
                     assert proxy.counts["R"]["targeted"] == 1
+                    assert time.monotonic() - t0 < 6.0
                     _session_completes(ct, ctl, b2)
-                    assert recovered < 3.0, recovered
                 finally:
                     b2.close()
         finally:
