@@ -222,24 +222,15 @@ def ct_equal(a, b):
 
 def cobs_encode(data):
     """Consistent Overhead Byte Stuffing: the result contains no 0x00."""
-    out = bytearray(1)
-    code_idx = 0
-    code = 1
-    for b in data:
-        if b == 0:
-            out[code_idx] = code
-            code_idx = len(out)
-            out.append(0)
-            code = 1
-        else:
-            out.append(b)
-            code += 1
-            if code == 0xFF:
-                out[code_idx] = code
-                code_idx = len(out)
-                out.append(0)
-                code = 1
-    out[code_idx] = code
+    out = bytearray()
+    for part in bytes(data).split(b"\x00"):
+        # each zero-free run becomes code blocks of at most 254 data bytes
+        while len(part) >= 254:
+            out.append(0xFF)
+            out.extend(part[:254])
+            part = part[254:]
+        out.append(len(part) + 1)
+        out.extend(part)
     return bytes(out)
 
 
@@ -335,20 +326,18 @@ def derive_keys(psk, rand_c, rand_r):
 
 
 def _keystream_xor(pads, seq, data):
-    out = bytearray(len(data))
     n = len(data)
-    i = 0
-    block = 0
+    if not n:
+        return b""
     sb = struct.pack(">I", seq)
-    while i < n:
-        ks = _hmac(pads, sb + bytes([block]))
-        j = 0
-        while j < 32 and i < n:
-            out[i] = data[i] ^ ks[j]
-            i += 1
-            j += 1
+    ks = b""
+    block = 0
+    while len(ks) < n:
+        ks += _hmac(pads, sb + bytes([block]))
         block += 1
-    return bytes(out)
+    # one big-integer XOR instead of a loop per byte (int.from_bytes works on MicroPython too)
+    x = int.from_bytes(bytes(data), "big") ^ int.from_bytes(ks[:n], "big")
+    return x.to_bytes(n, "big")
 
 
 def encrypt(enc_key, seq, data):
