@@ -281,7 +281,7 @@ def build_runtime(cfg: Config, *, service: bool = False, shutdown: threading.Eve
 
         camera_factory()  # parse the spec now: a typo fails at start-up, not at the first session
         pipeline = stack.enter_context(build_pipeline(cfg, on_progress=kick))
-        trigger, sink = open_bridge(bridge_config(cfg))
+        trigger, sink = open_bridge(bridge_config(cfg), keepalive=kick)
         stack.callback(trigger.close)
         stack.callback(sink.close)
         wait_s = watchdog.max_block_s(0.5) if watchdog is not None else 0.5

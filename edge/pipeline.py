@@ -493,6 +493,16 @@ class Runtime:
             self._recover_camera()
         return outcome
 
+    def _refuse(self, request: SessionRequest, reason: Reason) -> None:
+        """Answer a session that cannot run (camera in recovery) with FAULT at once."""
+        log.warning("session %d refused: camera unavailable (recovering)", request.session_id)
+        verdict = Verdict(VerdictKind.FAULT, reason, 0, 0, 0, request.session_id)
+        try:
+            self.sink.result(request, verdict)
+        except Exception as err:
+            log.error("session %d: verdict delivery failed (%s)", request.session_id, type(err).__name__)
+        self.sessions += 1
+
     def _recover_camera(self) -> None:
         """After a camera fault, reopen it with backoff before the next session, then close it
         again: the camera stays closed between sessions, but the next trigger finds it working."""
@@ -503,7 +513,9 @@ class Runtime:
             self._camera = None
 
         def sleep(delay_s: float) -> None:
-            # Wait in slices so the watchdog keeps being fed and SIGTERM is honoured at once.
+            # Wait in slices so the watchdog keeps being fed and SIGTERM is honoured at once,
+            # and, for a controller link, wait ON THE TRIGGER: a session asked for now cannot be
+            # served, so it is answered at once with FAULT(CAMERA_LOST), not failed at its deadline.
             end = time.monotonic() + delay_s
             while not self.shutdown.is_set():
                 left = end - time.monotonic()
@@ -511,7 +523,12 @@ class Runtime:
                     return
                 if self.on_idle is not None:
                     self.on_idle()
-                self.shutdown.wait(min(left, self.wait_s))
+                if getattr(self.trigger, "answers_while_recovering", False):
+                    request = self.trigger.wait(min(left, self.wait_s))
+                    if request is not None:
+                        self._refuse(request, Reason.CAMERA_LOST)
+                else:  # a local trigger (always, GPIO) has nobody waiting on a deadline
+                    self.shutdown.wait(min(left, self.wait_s))
             raise CameraError("shutting down")
 
         try:

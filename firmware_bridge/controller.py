@@ -19,8 +19,13 @@
 #     for the session this controller started (session id and nonce match),
 #     with verdict PASS, and only for pulse_ms;
 #   * no RESULT by the session deadline is a FAIL;
+#   * a RESULT at or after the session deadline is refused (stale_result),
+#     whatever order the frame and the timer are handled in;
 #   * a FAULT from the runtime, silence past heartbeat_timeout_ms, or a frame
 #     with a bad MAC never energise it, and the first two cut a running pulse;
+#   * the link key is fresh per handshake (protocol v2): until a handshake
+#     completes nothing but HELLO is sent or accepted, and a side that is down
+#     resends HELLO every hello_retry_ms;
 #   * a reboot starts with the relay off (board init) and in state DOWN.
 
 try:
@@ -40,11 +45,12 @@ class ControllerConfig:
         self,
         pulse_ms=1000,
         session_timeout_ms=6000,
-        heartbeat_interval_ms=500,
-        heartbeat_timeout_ms=2000,
+        heartbeat_interval_ms=250,
+        heartbeat_timeout_ms=750,
         start_retry_ms=300,
         debounce_ms=30,
         info=None,
+        hello_retry_ms=1000,
     ):
         self.pulse_ms = pulse_ms
         self.session_timeout_ms = session_timeout_ms
@@ -52,7 +58,8 @@ class ControllerConfig:
         self.heartbeat_timeout_ms = heartbeat_timeout_ms
         self.start_retry_ms = start_retry_ms
         self.debounce_ms = debounce_ms
-        self.info = info or [("role", "controller"), ("board", "unknown"), ("fw", "0.1.0")]
+        self.hello_retry_ms = hello_retry_ms
+        self.info = info or [("role", "controller"), ("board", "unknown"), ("fw", "0.2.0")]
 
 
 def _noop(name, fields):
@@ -64,10 +71,11 @@ class Controller:
         self.board = board
         self.cfg = config or ControllerConfig()
         self.on_event = on_event or _noop
-        self.codec = P.Codec(key, P.DIR_CONTROLLER)
+        self.codec = P.Codec(key, P.DIR_CONTROLLER, self.cfg.info, board.random_bytes)
         self.state = DOWN
         self.session_id = 0
         self.nonce = b""
+        self.template = b""
         self.deadline = 0
         self.start_acked = False
         self.last_done = None  # (session_id, nonce, accepted) of the last ended session
@@ -82,6 +90,8 @@ class Controller:
         self.last_rx = now
         self.last_hb_tx = now
         self.last_start_tx = now
+        self.last_hello_tx = now
+        self._rejects_at_rx = 0  # reject count when the last valid frame arrived
         self._trig_level = False
         self._trig_since = now
         self._trig_fired = False
@@ -90,7 +100,7 @@ class Controller:
         self.event("boot", {"relay": False})
         # a leading delimiter ends whatever half frame the UART held before we booted
         board.uart_write(b"\x00")
-        self._send(P.HELLO, P.pack_hello(self.cfg.info, P.HELLO_REPLY))
+        board.uart_write(self.codec.hello())
 
     # ------------------------------------------------------------ helpers
 
@@ -99,7 +109,10 @@ class Controller:
         self.on_event(name, fields)
 
     def _send(self, mtype, payload):
+        if not self.codec.keyed:
+            return False  # no link key: the handshake (HELLO every hello_retry_ms) comes first
         self.board.uart_write(self.codec.encode(mtype, payload))
+        return True
 
     def _relay(self, on, why):
         if on == self.relay_on:
@@ -121,7 +134,11 @@ class Controller:
         """Run one step: read the UART, handle frames, check the trigger and the timers."""
         data = self.board.uart_read()
         if data:
-            for msg in self.codec.feed(data):
+            msgs = self.codec.feed(data)
+            out = self.codec.take_outbox()
+            if out:
+                self.board.uart_write(out)
+            for msg in msgs:
                 self._handle(msg)
             self._report_rejects()
         self._check_trigger()
@@ -135,6 +152,14 @@ class Controller:
         if total != self._rejects_seen:
             self._rejects_seen = total
             self.event("rejected", {"last": self.codec.last_reject, "stats": dict(st)})
+
+    def _need_hello(self, now):
+        # down, unkeyed, or a live link gone quiet while frames fail MAC/replay checks
+        # (the peer re-keyed and our answer was lost): resend HELLO until the handshake completes
+        if not self.codec.keyed or self.state == DOWN:
+            return True
+        quiet = self.board.ticks_diff(now, self.last_rx) >= self.cfg.hello_retry_ms
+        return quiet and self._rejects_seen != self._rejects_at_rx
 
     def _check_trigger(self):
         now = self.board.ticks_ms()
@@ -159,6 +184,9 @@ class Controller:
             self._send(P.HEARTBEAT, P.pack_heartbeat(self._hb_state(), self.session_id if self.state == SESSION else 0))
         if self.state != DOWN and b.ticks_diff(now, self.last_rx) > self.cfg.heartbeat_timeout_ms:
             self._fault("runtime_lost", P.R_RUNTIME_LOST, notify=True)
+        if b.ticks_diff(now, self.last_hello_tx) >= self.cfg.hello_retry_ms and self._need_hello(now):
+            self.last_hello_tx = now
+            b.uart_write(self.codec.hello())
         if self.state == SESSION:
             if b.ticks_diff(now, self.deadline) >= 0:
                 self._send(P.ABORT, P.pack_abort(self.session_id, P.R_DEADLINE))
@@ -168,8 +196,15 @@ class Controller:
 
     # ------------------------------------------------------------ sessions
 
-    def press(self):
-        """The trigger fired (button, card reader's card-present line)."""
+    def press(self, template=b""):
+        """The trigger fired (button, card reader's card-present line).
+
+        ``template``: the enrolled person's 1:1 template read from the card (at most
+        P.MAX_TEMPLATE bytes; encrypted on the wire), or b"" for liveness only.
+        """
+        if len(template) > P.MAX_TEMPLATE:
+            self.event("trigger_refused", {"why": "template_too_long"})
+            return False
         if self.state == DOWN:
             self.event("trigger_refused", {"why": "runtime_down"})
             self.board.set_led("fault")
@@ -179,6 +214,7 @@ class Controller:
             return False
         self.session_id = (self.session_id + 1) & 0xFFFFFFFF or 1
         self.nonce = bytes(self.board.random_bytes(P.NONCE_LEN))
+        self.template = bytes(template)
         now = self.board.ticks_ms()
         self.deadline = self.board.ticks_add(now, self.cfg.session_timeout_ms)
         self.start_acked = False
@@ -191,11 +227,15 @@ class Controller:
         return True
 
     def _send_start(self):
-        self.last_start_tx = self.board.ticks_ms()
-        self._send(P.START, P.pack_start(self.session_id, self.nonce, self.cfg.session_timeout_ms))
+        now = self.board.ticks_ms()
+        self.last_start_tx = now
+        # the time LEFT, so a START repeated after a loss does not extend the runtime's idea of the deadline
+        left = self.board.ticks_diff(self.deadline, now)
+        self._send(P.START, P.pack_start(self.session_id, self.nonce, max(1, left), self.template))
 
     def _end_session(self, verdict, reason, accepted):
         self.last_done = (self.session_id, self.nonce, accepted)
+        self.template = b""  # biometric: held for the session only
         self.state = IDLE
         self.sessions_ended += 1
         self.results.append(verdict)
@@ -228,19 +268,24 @@ class Controller:
 
     def _handle(self, m):
         t = m.type
-        if t == P.HELLO:
+        if t == P.KEYED:
+            # a new link key is in force (sequence numbers restarted under it)
             self.last_rx = self.board.ticks_ms()
-            self.event("hello", {"proto": m.proto, "info": dict(m.info)})
-            if self.state == SESSION:
+            self._rejects_at_rx = self._rejects_seen
+            self.event("keyed", {"epoch": m.epoch, "boot": m.boot})
+            if m.boot and self.state == SESSION:
                 # the runtime restarted: the session it was running is gone
                 self._end_session("FAULT", "runtime_restarted", False)
-            if m.flags & P.HELLO_REPLY:
-                self._send(P.HELLO, P.pack_hello(self.cfg.info, 0))
             self._link_up()
+            return
+        if t == P.HELLO:
+            # liveness is proven by keyed frames only (a HELLO can be an old recording)
+            self.event("hello", {"proto": m.proto, "info": dict(m.info)})
             return
         if t == P.HEARTBEAT:
             if m.state != P.S_FAULT:
                 self.last_rx = self.board.ticks_ms()
+                self._rejects_at_rx = self._rejects_seen
                 self._link_up()
             return
         if t == P.FAULT:
@@ -249,6 +294,7 @@ class Controller:
             return
         if self.state != DOWN:
             self.last_rx = self.board.ticks_ms()
+            self._rejects_at_rx = self._rejects_seen
         if t == P.ACK:
             if m.acked_type == P.START and self.state == SESSION and m.session_id == self.session_id:
                 if not self.start_acked:
@@ -266,6 +312,13 @@ class Controller:
     def _on_result(self, m):
         st = self.codec.stats
         if self.state == SESSION and m.session_id == self.session_id:
+            if self.board.ticks_diff(self.board.ticks_ms(), self.deadline) >= 0:
+                # at or after the deadline: too late, even if the timer has not run yet this poll
+                st["stale_result"] += 1
+                self.codec.last_reject = "stale_result"
+                self._send(P.ABORT, P.pack_abort(self.session_id, P.R_DEADLINE))
+                self._end_session("FAIL", "deadline", False)
+                return
             if not P.ct_equal(m.nonce, self.nonce):
                 st["wrong_nonce"] += 1
                 self.codec.last_reject = "wrong_nonce"

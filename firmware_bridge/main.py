@@ -34,8 +34,8 @@ CONFIG = {
     },
     "pulse_ms": 1500,
     "session_timeout_ms": 6000,
-    "heartbeat_interval_ms": 500,
-    "heartbeat_timeout_ms": 2000,
+    "heartbeat_interval_ms": 250,  # the runtime declares the controller lost after 750 ms
+    "heartbeat_timeout_ms": 750,  # 3 intervals: one lost frame tolerated, FAULT < 1 s (PROTOCOL.md 5)
     "watchdog_ms": 3000,
     "key_file": "key.hex",
     "debug": False,  # print events on the USB console
@@ -76,7 +76,7 @@ def main():
         session_timeout_ms=CONFIG["session_timeout_ms"],
         heartbeat_interval_ms=CONFIG["heartbeat_interval_ms"],
         heartbeat_timeout_ms=CONFIG["heartbeat_timeout_ms"],
-        info=[("role", "controller"), ("board", board_name), ("os", runtime), ("fw", "0.1.0")],
+        info=[("role", "controller"), ("board", board_name), ("os", runtime), ("fw", "0.2.0")],
     )
     on_event = None
     if CONFIG["debug"]:

@@ -91,8 +91,8 @@ def main(argv=None) -> int:
     ap.add_argument("--duration", type=float, default=60.0, metavar="S", help="give up after this long (exit 3)")
     ap.add_argument("--pulse-ms", type=int, default=1000)
     ap.add_argument("--session-timeout-ms", type=int, default=6000, help="deadline sent in START; no RESULT by then = FAIL")
-    ap.add_argument("--heartbeat-interval-ms", type=int, default=500)
-    ap.add_argument("--heartbeat-timeout-ms", type=int, default=2000)
+    ap.add_argument("--heartbeat-interval-ms", type=int, default=250)
+    ap.add_argument("--heartbeat-timeout-ms", type=int, default=750)
     ap.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
     args = ap.parse_args(argv)
 

@@ -23,6 +23,7 @@
 #   /etc/edge/edge.toml      config (root:root 0640, from systemd/edge.toml.example, if absent)
 #   /etc/edge/hmac.key       controller link key (root:root 0600, generated if absent)
 #   /etc/systemd/system/edge.service
+#   /etc/systemd/system/edge.service.d/devices.conf   DeviceAllow= exactly the configured devices
 #   /etc/systemd/journald.conf.d/edge-volatile.conf   Storage=volatile (whole device!)
 #   /etc/systemd/coredump.conf.d/edge.conf            Storage=none
 # The service runs as a DynamicUser; config and key reach it as systemd
@@ -89,6 +90,7 @@ KEY=$ETC/hmac.key
 UNIT=/etc/systemd/system/edge.service
 JOURNALD_DROPIN=/etc/systemd/journald.conf.d/edge-volatile.conf
 COREDUMP_DROPIN=/etc/systemd/coredump.conf.d/edge.conf
+DEVICES_DROPIN=/etc/systemd/system/edge.service.d/devices.conf
 
 DONE=()
 say() { printf '==> %s\n' "$*"; }
@@ -132,7 +134,7 @@ do_uninstall() {
       did "stopped and disabled edge.service"
     fi
   fi
-  for f in "$UNIT" "$JOURNALD_DROPIN" "$COREDUMP_DROPIN"; do
+  for f in "$UNIT" "$DEVICES_DROPIN" "$JOURNALD_DROPIN" "$COREDUMP_DROPIN"; do
     if [ -e "$ROOT$f" ]; then run rm -f "$ROOT$f"; did "removed $f"; fi
   done
   if [ "$SYSTEM" = 1 ] && command -v systemctl >/dev/null 2>&1; then
@@ -279,6 +281,28 @@ step_systemd_files() {
   did "installed $JOURNALD_DROPIN (journal kept in RAM only, for every service on this device)"
   run install -D -m 0644 "${OWNER[@]}" "$SRC/systemd/coredump.conf.d/edge.conf" "$ROOT$COREDUMP_DROPIN"
   did "installed $COREDUMP_DROPIN (core dumps neither processed nor stored)"
+  step_devices_dropin
+}
+
+# DeviceAllow= naming exactly the nodes the config uses (edge/service/devices.py), instead
+# of the unit's device classes (every USB and serial node). Re-run after a config change.
+step_devices_dropin() {
+  local py=$PY
+  if [ -x "$ROOT$VENV/bin/python" ]; then py=$ROOT$VENV/bin/python; elif [ -x "$SRC/.venv/bin/python" ]; then py=$SRC/.venv/bin/python; fi
+  if [ "$DRY_RUN" = 1 ]; then
+    note "would write $DEVICES_DROPIN: DeviceAllow= for the camera, serial port, GPIO chip and Edge TPU named in $CONFIG"
+    return
+  fi
+  local text
+  if ! text=$(PYTHONPATH="$SRC" "$py" -m edge.service.devices --config "$ROOT$CONFIG" --as "$CONFIG"); then
+    warn "could not compute the devices drop-in from $CONFIG; the unit keeps its device classes"
+    return
+  fi
+  install -d -m 0755 "$ROOT$(dirname "$DEVICES_DROPIN")"
+  printf '%s\n' "$text" > "$ROOT$DEVICES_DROPIN"
+  chmod 0644 "$ROOT$DEVICES_DROPIN"
+  printf '    + wrote %s\n' "$DEVICES_DROPIN"
+  did "wrote $DEVICES_DROPIN ($(grep -c '^DeviceAllow=/\|^DeviceAllow=char' "$ROOT$DEVICES_DROPIN") device nodes/classes from $CONFIG)"
 }
 
 step_systemctl() {
@@ -302,7 +326,9 @@ step_systemctl() {
   fi
   if command -v systemd-analyze >/dev/null 2>&1 && [ "$DRY_RUN" = 0 ]; then
     local score
-    systemd-analyze verify "$UNIT" || warn "systemd-analyze verify reported problems with $UNIT"
+    local verr
+    verr=$(systemd-analyze verify "$UNIT" 2>&1 >/dev/null) || true
+    [ -z "$verr" ] || warn "systemd-analyze verify reported problems with $UNIT (and its drop-ins): $verr"
     score=$(systemd-analyze security --no-pager edge.service 2>/dev/null | sed -n 's/.*Overall exposure level for edge.service: \([0-9.]*\).*/\1/p')
     note "systemd-analyze security edge.service: ${score:-unknown} (lower is better; 0-2 is 'safe')"
   fi

@@ -54,8 +54,8 @@ class BridgeConfig:
     serial_baudrate: int = 115200
     key_file: str = ""
     key_credential: str = "hmac-key"
-    heartbeat_interval_s: float = 1.0
-    heartbeat_timeout_s: float = 3.0
+    heartbeat_interval_s: float = 0.25
+    heartbeat_timeout_s: float = 0.75
     result_retry_ms: int = 200
     result_timeout_ms: int = 3000
     # relay output on this board
@@ -197,8 +197,10 @@ def detect_os() -> str:
     return f"{platform.system()} {platform.release()}"
 
 
-def open_bridge(cfg: BridgeConfig) -> tuple[Trigger, VerdictSink]:
-    """Open the configured trigger and sink(s). On any failure, whatever was opened is closed again."""
+def open_bridge(cfg: BridgeConfig, *, keepalive=None) -> tuple[Trigger, VerdictSink]:
+    """Open the configured trigger and sink(s). On any failure, whatever was opened is closed again.
+
+    ``keepalive`` (the watchdog's kick) is called in every wait of the serial link's delivery."""
     from edge.bridge.local import AlwaysTrigger, JsonLinesSink, MultiSink, NullSink
 
     with ExitStack() as stack:
@@ -219,6 +221,7 @@ def open_bridge(cfg: BridgeConfig) -> tuple[Trigger, VerdictSink]:
                 result_retry_ms=cfg.result_retry_ms,
                 result_timeout_ms=cfg.result_timeout_ms,
                 device_info=cfg.device_info(),
+                keepalive=keepalive,
             )
             stack.callback(serial_bridge.close)
             log.info("controller link on %s (key fingerprint %s)", cfg.serial_port, key_fingerprint(key))

@@ -48,6 +48,9 @@ def _parse_key(data: bytes, length: int) -> bytes:
         return protocol.parse_key(data)
     text = data.strip()
     if len(data) == length and len(text) != 2 * length:
+        if all(0x20 <= b < 0x7F for b in data):
+            # A typed passphrase is not a random key (and has far less entropy than its length).
+            raise protocol.ProtocolError(f"{length} printable characters look like a passphrase, not a random key")
         return bytes(data)
     try:
         key = bytes.fromhex(text.decode("ascii"))
@@ -65,8 +68,9 @@ def read_key_file(path: str | os.PathLike, *, private_dir: bool = False, length:
     p = Path(path)
     make = f"umask 077; python3 -c \"import secrets; print(secrets.token_hex({length}))\" > {p}"
     try:
-        # open first, then fstat the open file: no window between check and read
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        # open first, then fstat the open file: no window between check and read. O_NONBLOCK:
+        # opening a FIFO for reading would otherwise wait for a writer (start-up hangs forever)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError as err:
         raise KeyFileError(
             f"key file {p} does not exist; create it with: {make}  (and install the same key on the controller)"
@@ -76,7 +80,10 @@ def read_key_file(path: str | os.PathLike, *, private_dir: bool = False, length:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise KeyFileError(f"key file {p} is not a regular file; point {setting} at the key file itself")
+            kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device" if (stat.S_ISCHR(st.st_mode) or
+                                                                            stat.S_ISBLK(st.st_mode)) else "not a file"
+            raise KeyFileError(f"key file {p} is not a regular file ({kind}); point {setting} at the key file itself")
+        os.set_blocking(fd, True)
         _check_mode(p, st, private_dir=private_dir)
         if st.st_uid not in (0, os.geteuid()):
             log.warning("key file %s is owned by uid %d, neither root nor this process: that user can read the key",
@@ -91,8 +98,9 @@ def read_key_file(path: str | os.PathLike, *, private_dir: bool = False, length:
         return _parse_key(data, length)
     except protocol.ProtocolError as err:
         raise KeyFileError(
-            f"key file {p} is malformed ({err}); it must hold {length} raw bytes or {2 * length} hex digits, e.g. "
-            f"the output of python3 -c \"import secrets; print(secrets.token_hex({length}))\""
+            f"key file {p} is malformed ({err}); it must hold {length} random raw bytes or {2 * length} hex digits: "
+            + ("make one with edge bridge keygen PATH" if length == protocol.KEY_LEN else
+               f"make one with python3 -c \"import secrets; print(secrets.token_hex({length}))\"")
         ) from err
 
 

@@ -36,7 +36,9 @@ class Rig:
         defaults.update(cfg)
         self.cfg = ControllerConfig(**defaults)
         self.ctl = Controller(self.board, key, self.cfg, on_event=lambda n, f: self.events.append((n, f)))
-        self.runtime = P.Codec(key, P.DIR_RUNTIME)  # the peer's codec: what the runtime would send
+        # the peer's codec: what the runtime would send
+        self.runtime = P.Codec(key, P.DIR_RUNTIME, [("role", "runtime")])
+        self.auto_answer = True
         self.received: list[P.Message] = []  # what the runtime side decoded from the controller
 
     def _read(self):
@@ -67,6 +69,8 @@ class Rig:
         out = []
         while self.tx:
             out.extend(self.runtime.feed(self.tx.pop(0)))
+        if self.auto_answer:
+            self.rx += self.runtime.take_outbox()  # the runtime side answers HELLOs like a live peer
         self.received.extend(out)
         return out
 
@@ -74,7 +78,12 @@ class Rig:
         return [n for n, _ in self.events]
 
     def link_up(self) -> None:
-        self.send(P.HELLO, P.pack_hello([("role", "runtime")], 0))
+        """Complete the v2 handshake (the controller's boot HELLO is already in tx)."""
+        for _ in range(4):
+            self.poll()
+            if self.runtime.keyed and self.ctl.codec.keyed and not self.rx:
+                break
+        assert self.runtime.keyed and self.ctl.codec.keyed, (self.runtime.stats, self.ctl.codec.stats)
         self.poll()
 
     def start_session(self) -> P.Message:
@@ -95,3 +104,11 @@ def result_payload(start: P.Message, verdict: int = P.V_PASS, reason: int = 1, n
 
 def random_nonce() -> bytes:
     return os.urandom(P.NONCE_LEN)
+
+
+def keyed_codec(key: bytes, direction: bytes) -> P.Codec:
+    """A codec that completed a handshake with a peer holding ``key`` (a forger's, with a wrong key)."""
+    peer = P.DIR_CONTROLLER if direction == P.DIR_RUNTIME else P.DIR_RUNTIME
+    c = P.Codec(key, direction)
+    assert P.handshake(c, P.Codec(key, peer))
+    return c

@@ -60,24 +60,39 @@ def hexs(b):
 def run():
     b = Board()
     lines = []
-    ctl = C.Controller(b, KEY, C.ControllerConfig(pulse_ms=700), on_event=lambda n, f: lines.append("event " + n))
-    rt = P.Codec(KEY, P.DIR_RUNTIME)
+    ctl = C.Controller(b, KEY, C.ControllerConfig(pulse_ms=700, heartbeat_timeout_ms=5000),
+                       on_event=lambda n, f: lines.append("event " + n))
+    seed = [100]
+
+    def rt_random(n):
+        seed[0] += 1
+        return bytes([(seed[0] * 13 + i) & 0xFF for i in range(n)])
+
+    rt = P.Codec(KEY, P.DIR_RUNTIME, [("role", "runtime")], rt_random)
+    seen = [0]
 
     def step(ms):
         for _ in range(ms // 10):
             b.now += 10
             ctl.poll()
+            # the runtime side reads what the controller wrote and answers HELLOs
+            msgs = []
+            while seen[0] < len(b.out):
+                msgs.extend(rt.feed(b.out[seen[0]]))
+                seen[0] += 1
+            b.rx.extend(rt.take_outbox())
+            for m in msgs:
+                lines.append("rt " + m.name)
+                if m.type == P.START:
+                    got[0] = m
 
-    b.rx.extend(rt.encode(P.HELLO, P.pack_hello([("role", "runtime")], 0)))
-    step(20)
-    b.trig = True
+    got = [None]
+    step(40)  # boot HELLO -> answer -> confirmation: keyed on both sides
+    lines.append("keyed %d %d" % (ctl.codec.epoch, rt.epoch))
+    ctl.press(bytes(range(140)))  # with a 1:1 template (encrypted on the wire)
     step(60)
-    b.trig = False
-    start = None
-    for w in b.out:
-        for m in rt.feed(w):
-            if m.type == P.START:
-                start = m
+    start = got[0]
+    lines.append("template " + hexs(start.template))
     b.rx.extend(rt.encode(P.PROMPT, P.pack_prompt(start.session_id, 1, "Look at the camera")))
     b.rx.extend(b"\x01\x02garbage\x00")
     b.rx.extend(rt.encode(P.RESULT, P.pack_result(start.session_id, b"\x00" * 16, 1, 1, 5)))  # wrong nonce
@@ -91,6 +106,12 @@ def run():
     lines.append("crc " + hexs(P.crc16(b"123456789").to_bytes(2, "big")))
     lines.append("hmac " + hexs(P.hmac_sha256(b"k" * 100, b"m" * 100)))
     lines.append("key " + hexs(P.parse_key(hexs(KEY).encode())))
+    lines.append("ks " + hexs(P.encrypt(KEY, 7, bytes(70))))
+    try:
+        P.parse_key(b"correct horse battery staple 123")
+        lines.append("passphrase accepted")
+    except P.ProtocolError:
+        lines.append("passphrase refused")
     return lines
 
 

@@ -7,7 +7,7 @@ import pytest
 from firmware_bridge import protocol as P
 from firmware_bridge.controller import DOWN, IDLE, SESSION
 
-from .helpers import KEY, Rig, random_nonce, result_payload
+from .helpers import keyed_codec, KEY, Rig, random_nonce, result_payload
 
 
 def _relay_ons(rig):
@@ -140,7 +140,7 @@ def test_forged_result_never_energises_relay():
     rig = Rig()
     rig.link_up()
     start = rig.start_session()
-    forger = P.Codec(bytes(32), P.DIR_RUNTIME)
+    forger = keyed_codec(bytes(32), P.DIR_RUNTIME)
     rig.raw(forger.encode(P.RESULT, result_payload(start)))
     rig.poll(10)
     assert rig.stats()["bad_mac"] == 1 and _relay_ons(rig) == []
@@ -168,6 +168,7 @@ def test_runtime_dies_mid_session_fault_after_heartbeat_timeout():
     rig.link_up()
     start = rig.start_session()
     rig.send(P.HEARTBEAT, P.pack_heartbeat(P.S_BUSY, start.session_id))
+    rig.auto_answer = False  # dead: its HELLOs are no longer answered either
     rig.poll(1900)
     assert rig.ctl.state == SESSION
     rig.poll(200)  # 2.1 s of silence
@@ -182,6 +183,8 @@ def test_runtime_dies_mid_session_fault_after_heartbeat_timeout():
     assert _relay_ons(rig) == [] and rig.board.relay is False
     assert rig.ctl.press() is False
     # the runtime comes back: sessions work again
+    rig.auto_answer = True
+    rig.poll(1000)
     rig.link_up()
     assert rig.ctl.state == IDLE
 
@@ -220,12 +223,14 @@ def test_runtime_restart_mid_session_fails_it():
     rig = Rig()
     rig.link_up()
     rig.start_session()
-    restarted = P.Codec(KEY, P.DIR_RUNTIME)
+    restarted = P.Codec(KEY, P.DIR_RUNTIME, [("role", "runtime")])
     rig.runtime = restarted
-    rig.send(P.HELLO, P.pack_hello([("role", "runtime")], P.HELLO_REPLY))
-    out = rig.poll(10)
+    rig.raw(restarted.hello())  # HELLO(flags = REPLY | BOOT)
+    out = rig.poll(10) + rig.poll(10)
     assert rig.ctl.results == ["FAULT"] and rig.ctl.state == IDLE
-    assert any(m.type == P.HELLO and not m.flags & P.HELLO_REPLY for m in out)
+    assert restarted.keyed and rig.ctl.codec.epoch == 2
+    assert ("keyed", True) in [(n, f.get("boot")) for n, f in rig.events]
+    assert any(m.type == P.HELLO and m.flags & P.HELLO_REPLY for m in out)
 
 
 def test_trigger_input_is_debounced_and_edge_triggered():
@@ -271,3 +276,29 @@ def test_reboot_starts_with_relay_off():
     rig2 = Rig()
     assert rig2.board.relay_log == [(0.0, False)]
     assert rig2.ctl.state == DOWN
+
+
+def test_rehandshake_without_boot_keeps_the_session():
+    """A re-key (lost frames, a replayed HELLO) is not a restart: the session goes on under the new key."""
+    rig = Rig()
+    rig.link_up()
+    start = rig.start_session()
+    rig.raw(rig.runtime.hello())  # the runtime re-handshakes (no BOOT: it has held a key)
+    rig.poll(10)
+    rig.poll(10)
+    assert rig.ctl.codec.epoch == 2 and rig.runtime.epoch == 2 and rig.ctl.state == SESSION
+    assert ("keyed", False) in [(n, f.get("boot")) for n, f in rig.events]
+    rig.send(P.RESULT, result_payload(start))
+    rig.poll(10)
+    assert rig.ctl.results == ["PASS"] and len(_relay_ons(rig)) == 1
+
+
+def test_v1_frame_is_refused_and_counted():
+    rig = Rig()
+    rig.link_up()
+    raw = bytearray(rig.runtime.frame(P.HEARTBEAT, P.pack_heartbeat(0, 0)))
+    raw[0] = 1
+    body = bytes(raw[:-2])
+    rig.raw(P.cobs_encode(body + P.crc16(body).to_bytes(2, "big")) + b"\x00")
+    rig.poll(10)
+    assert rig.stats()["old_version"] == 1 and rig.stats()["bad_version"] == 0

@@ -13,7 +13,7 @@ import pytest
 
 from firmware_bridge import protocol as P
 
-from .helpers import KEY
+from .helpers import KEY, keyed_codec
 
 def test_runtime_uses_the_firmware_module():
     # one implementation for both ends: the runtime imports the firmware's protocol module
@@ -83,8 +83,10 @@ def test_parse_key_formats():
 
 
 MESSAGES = [
-    (P.HELLO, {"flags": 1, "info": [("role", "runtime"), ("board", "Raspberry Pi 5"), ("models", "a,b/float32")]}),
-    (P.START, {"session_id": 0xFFFFFFFF, "nonce": bytes(range(16)), "deadline_ms": 6000}),
+    (P.HELLO, {"flags": 1, "rand": b"r" * 16, "echo": bytes(16),
+               "info": [("role", "runtime"), ("board", "Raspberry Pi 5"), ("models", "a,b/float32")]}),
+    (P.START, {"session_id": 0xFFFFFFFF, "nonce": bytes(range(16)), "deadline_ms": 6000, "template": b""}),
+    (P.START, {"session_id": 1, "nonce": bytes(range(16)), "deadline_ms": 1, "template": bytes(range(P.MAX_TEMPLATE))}),
     (P.PROMPT, {"session_id": 3, "code": 2, "text": "Move closer"}),
     (P.PROMPT, {"session_id": 3, "code": 9, "text": "Ünïcødé ✓"}),
     (P.RESULT, {"session_id": 9, "nonce": b"\x00" * 16, "verdict": P.V_FAIL, "reason": 2, "elapsed_ms": 1234,
@@ -101,13 +103,15 @@ def test_round_trip_every_message(mtype, fields):
     sender_dir = P.DIR_CONTROLLER if mtype in (P.START, P.ABORT) else P.DIR_RUNTIME
     receiver_dir = P.DIR_RUNTIME if sender_dir == P.DIR_CONTROLLER else P.DIR_CONTROLLER
     tx, rx = P.Codec(KEY, sender_dir), P.Codec(KEY, receiver_dir)
+    assert P.handshake(tx, rx)
+    rx.stats = P.new_stats()
     wire = tx.encode(mtype, P.pack_fields(mtype, fields))
     assert wire.endswith(b"\x00") and wire.count(0) == 1
     # byte by byte: framing must not depend on read boundaries
     msgs = [m for b in wire for m in rx.feed(bytes([b]))]
     assert len(msgs) == 1
     m = msgs[0]
-    assert m.type == mtype and m.seq == 1
+    assert m.type == mtype and m.seq == (0 if mtype == P.HELLO else 1)
     for k, v in fields.items():
         got = getattr(m, k)
         assert (list(got) if k == "info" else got) == (list(v) if k == "info" else v)
@@ -121,7 +125,11 @@ def test_long_text_is_truncated_on_a_character_boundary():
 
 
 def _pair():
-    return P.Codec(KEY, P.DIR_RUNTIME), P.Codec(KEY, P.DIR_CONTROLLER)
+    runtime, ctl = P.Codec(KEY, P.DIR_RUNTIME), P.Codec(KEY, P.DIR_CONTROLLER)
+    assert P.handshake(ctl, runtime)
+    runtime.stats.update(P.new_stats())
+    ctl.stats.update(P.new_stats())
+    return runtime, ctl
 
 
 def _good(runtime, n=1):
@@ -151,7 +159,7 @@ def test_forged_mac_rejected_counted_and_link_recovers():
 
 def test_wrong_key_is_bad_mac():
     runtime, ctl = _pair()
-    forger = P.Codec(os.urandom(32), P.DIR_RUNTIME)
+    forger = keyed_codec(os.urandom(32), P.DIR_RUNTIME)
     _assert_rejected_then_recovers(ctl, runtime, forger.encode(P.RESULT, P.pack_result(1, bytes(16), 1, 1, 1)), "bad_mac")
 
 
@@ -177,8 +185,8 @@ def test_bad_crc():
 
 def test_truncated_frames():
     runtime, ctl = _pair()
-    wire = _good(runtime)
-    _assert_rejected_then_recovers(ctl, runtime, wire[:10] + b"\x00", "truncated")
+    _assert_rejected_then_recovers(ctl, runtime, P.cobs_encode(runtime.frame(P.HEARTBEAT, b"\x00" * 5)[:10]) + b"\x00",
+                                   "truncated")
     raw = runtime.frame(P.HEARTBEAT, P.pack_heartbeat(0, 0))
     assert ctl.feed(P.cobs_encode(raw[:-3]) + b"\x00") == []
     assert ctl.stats["truncated"] == 2
@@ -212,9 +220,14 @@ def test_bad_length_garbage_version_unknown_type_direction_payload():
 
     runtime, ctl = _pair()
     raw = bytearray(good)
-    raw[0] = 2
-    # a version-2 frame is refused before its MAC is looked at
+    raw[0] = 3
+    # a version-3 frame is refused before its MAC is looked at
     _assert_rejected_then_recovers(ctl, runtime, _reframe(bytes(raw)), "bad_version")
+
+    runtime, ctl = _pair()
+    raw[0] = 1
+    # a v1 frame (old firmware) gets its own counter, so the runtime can say "update the controller"
+    _assert_rejected_then_recovers(ctl, runtime, _reframe(bytes(raw)), "old_version")
 
     runtime, ctl = _pair()
     _assert_rejected_then_recovers(ctl, runtime, runtime.encode(0x55, b""), "unknown_type")
@@ -234,21 +247,27 @@ def test_replayed_frame_is_rejected_and_link_recovers():
     _assert_rejected_then_recovers(ctl, runtime, w1, "replay")
 
 
-def test_hello_resets_sequence_after_peer_restart():
+def test_restarted_peer_gets_a_new_key_and_sequence_from_one():
     runtime, ctl = _pair()
-    for i in range(5):
-        ctl.feed(_good(runtime, i))
+    recorded = [_good(runtime, i) for i in range(1, 6)]
+    for w in recorded:
+        ctl.feed(w)
     restarted = P.Codec(KEY, P.DIR_RUNTIME)
-    out = ctl.feed(restarted.encode(P.HELLO, P.pack_hello([], P.HELLO_REPLY)) + _good(restarted, 42))
-    assert [m.name for m in out] == ["HELLO", "HEARTBEAT"]
-    assert ctl.stats["replay"] == 0
+    assert P.handshake(restarted, ctl)
+    assert ctl.epoch == 2 and restarted.epoch == 1
+    out = ctl.feed(_good(restarted, 42))
+    assert [(m.name, m.seq) for m in out] == [("HEARTBEAT", 1)]
+    # nothing recorded under the old key verifies any more (after the peer's first new-key frame)
+    assert ctl.feed(b"".join(recorded)) == [] and ctl.stats["bad_mac"] == 5
 
 
-def test_sequence_wraps():
+def test_sequence_never_wraps_under_one_key():
     runtime, ctl = _pair()
     runtime.tx_seq = 0xFFFFFFFE
-    out = ctl.feed(_good(runtime) + _good(runtime) + _good(runtime))
-    assert [m.seq for m in out] == [0xFFFFFFFF, 0, 1]
+    assert [m.seq for m in ctl.feed(_good(runtime))] == [0xFFFFFFFF]
+    with pytest.raises(P.ProtocolError, match="re-handshaking"):
+        _good(runtime)
+    assert not runtime.keyed
 
 
 def test_frames_split_and_glued_arbitrarily():
@@ -268,3 +287,70 @@ def test_payload_too_large_to_send():
     runtime, _ = _pair()
     with pytest.raises(P.ProtocolError):
         runtime.encode(P.FAULT, bytes(P.MAX_PAYLOAD + 1))
+
+
+# ---------------------------------------------------------------- v2 handshake
+
+
+def test_simultaneous_boot_hellos_converge_on_one_key():
+    a, b = P.Codec(KEY, P.DIR_CONTROLLER), P.Codec(KEY, P.DIR_RUNTIME)
+    wa, wb = a.hello(), b.hello()  # both start at once; the HELLOs cross on the wire
+    a.feed(wb)
+    b.feed(wa)
+    for _ in range(6):
+        oa, ob = a.take_outbox(), b.take_outbox()
+        if not oa and not ob:
+            break
+        b.feed(oa)
+        a.feed(ob)
+    assert a.keyed and b.keyed
+    assert b.feed(a.encode(P.HEARTBEAT, P.pack_heartbeat(0, 1)))[-1].session_id == 1
+    assert a.feed(b.encode(P.HEARTBEAT, P.pack_heartbeat(0, 2)))[-1].session_id == 2
+
+
+def test_replayed_hello_never_reinstalls_an_old_key():
+    ctl, rt = P.Codec(KEY, P.DIR_CONTROLLER), P.Codec(KEY, P.DIR_RUNTIME)
+    boot_hello = ctl.hello()
+    assert P.handshake(ctl, rt)
+    recorded = ctl.encode(P.START, P.pack_start(1, b"n" * 16, 5000))
+    assert [m.name for m in rt.feed(recorded)] == ["START"]
+    # the attacker replays the controller's boot HELLO, then the START
+    out = rt.feed(boot_hello)
+    assert [m.name for m in out] == ["HELLO"] and rt.epoch == 1  # only an answer is queued: no new key
+    assert rt.feed(recorded) == [] and rt.stats["replay"] == 1
+    # the real controller answers the runtime's answer: a new key with fresh randoms...
+    ctl.feed(rt.take_outbox())
+    rt.feed(ctl.take_outbox())
+    ctl.feed(rt.take_outbox())  # the runtime's confirmation
+    assert ctl.epoch == 2 and rt.epoch == 2
+    rt.feed(ctl.encode(P.HEARTBEAT, P.pack_heartbeat(0, 0)))
+    # ...under which nothing recorded verifies
+    assert rt.feed(recorded) == [] and rt.stats["bad_mac"] == 1
+
+
+def test_confirmation_lost_the_first_keyed_frame_confirms():
+    ctl, rt = P.Codec(KEY, P.DIR_CONTROLLER), P.Codec(KEY, P.DIR_RUNTIME)
+    rt.feed(ctl.hello())
+    ctl.feed(rt.take_outbox())
+    ctl.take_outbox()  # the confirmation HELLO is lost
+    assert ctl.keyed and not rt.keyed
+    out = rt.feed(ctl.encode(P.HEARTBEAT, P.pack_heartbeat(0, 7)))
+    assert [m.name for m in out] == ["KEYED", "HEARTBEAT"] and rt.keyed
+
+
+def test_payloads_are_encrypted_on_the_wire():
+    ctl, rt = _pair()[::-1]
+    template = b"BIOMETRIC-TEMPLATE-" * 7
+    wire = ctl.encode(P.START, P.pack_start(3, b"n" * 16, 5000, template))
+    assert b"BIOMETRIC" not in P.cobs_decode(wire[:-1]) and b"n" * 16 not in P.cobs_decode(wire[:-1])
+    m = rt.feed(wire)[0]
+    assert m.template == template and "BIOMETRIC" not in repr(m)
+    with pytest.raises(P.ProtocolError):
+        P.pack_start(3, b"n" * 16, 5000, bytes(P.MAX_TEMPLATE + 1))
+
+
+def test_key_file_contents():
+    assert P.parse_key(bytes(range(100, 132))) == bytes(range(100, 132))
+    for bad in (b"correct horse battery staple 123", b"Z" * 32, b"A" * 32):
+        with pytest.raises(P.ProtocolError, match="keygen"):
+            P.parse_key(bad)

@@ -20,7 +20,7 @@ from firmware_bridge.controller import DOWN, IDLE, Controller, ControllerConfig
 from firmware_bridge.sim import SimBoard
 
 from .fakes import ControllerThread, pty_pair
-from .helpers import KEY
+from .helpers import KEY, keyed_codec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ class Scripted:
 
     def __init__(self, master):
         self.master = master
-        self.codec = P.Codec(KEY, P.DIR_CONTROLLER)
+        self.codec = P.Codec(KEY, P.DIR_CONTROLLER, [("role", "controller")])
         self.inbox: list[P.Message] = []
 
     def send(self, mtype, payload):
@@ -54,7 +54,16 @@ class Scripted:
         data = self.master.read()
         if data:
             self.inbox.extend(self.codec.feed(data))
+            out = self.codec.take_outbox()
+            if out:
+                self.master.write(out)
         return self.inbox
+
+    def handshake(self, bridge, timeout=3.0):
+        self.master.write(self.codec.hello())
+        assert _until(lambda: self.pump() is not None and self.codec.keyed and bridge._codec.keyed, timeout)
+        self.send(P.HEARTBEAT, P.pack_heartbeat(P.S_IDLE, 0))
+        assert _until(lambda: bridge.link_up, timeout)
 
     def of(self, mtype):
         self.pump()
@@ -68,6 +77,7 @@ def scripted():
         bridge = SerialBridge(path, KEY, heartbeat_interval_s=0.1, heartbeat_timeout_s=0.6, result_retry_ms=50,
                               result_timeout_ms=1000, device_info=(("role", "runtime"), ("board", "test")))
         try:
+            ctl.handshake(bridge)
             yield ctl, bridge
         finally:
             bridge.close()
@@ -117,7 +127,6 @@ def test_full_session_against_controller_state_machine():
 
 def test_result_repeated_until_ack(scripted):
     ctl, bridge = scripted
-    ctl.send(P.HELLO, P.pack_hello([("role", "controller")], P.HELLO_REPLY))
     nonce = bytes(range(16))
     ctl.send(P.START, P.pack_start(5, nonce, 5000))
     req = bridge.wait(2.0)
@@ -139,7 +148,7 @@ def test_result_repeated_until_ack(scripted):
     # the START was ACKed, the HELLO answered with our device info
     assert any(m.acked_type == P.START and m.session_id == 5 for m in ctl.of(P.ACK))
     hellos = ctl.of(P.HELLO)
-    assert hellos[0].flags & P.HELLO_REPLY and not hellos[-1].flags & P.HELLO_REPLY
+    assert hellos[0].flags & P.HELLO_REPLY and hellos[0].flags & P.HELLO_BOOT
     assert dict(hellos[-1].info)["board"] == "test"
 
 
@@ -203,7 +212,7 @@ def test_runtime_sends_heartbeats_and_prompts_only_for_current_session(scripted)
 
 def test_forged_and_replayed_frames_are_counted_and_link_recovers(scripted):
     ctl, bridge = scripted
-    forger = P.Codec(bytes(32), P.DIR_CONTROLLER)
+    forger = keyed_codec(bytes(32), P.DIR_CONTROLLER)
     ctl.master.write(forger.encode(P.START, P.pack_start(1, b"f" * 16, 0)))
     wire = ctl.codec.encode(P.START, P.pack_start(2, b"g" * 16, 0))
     ctl.master.write(wire)
@@ -219,7 +228,7 @@ def test_forged_and_replayed_frames_are_counted_and_link_recovers(scripted):
 def test_loop_url_hears_only_itself_and_rejects_it():
     bridge = SerialBridge("loop://", KEY, heartbeat_interval_s=0.05, heartbeat_timeout_s=0.5)
     try:
-        assert _until(lambda: bridge.stats["bad_mac"] >= 3, 3.0)  # its own frames, reflected
+        assert _until(lambda: bridge.stats["bad_mac"] >= 2, 5.0)  # its own HELLOs, reflected
         assert bridge.stats["ok"] == 0 and bridge.wait(0.05) is None
     finally:
         bridge.close()
