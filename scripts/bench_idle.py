@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from firmware_bridge.controller import IDLE, Controller, ControllerConfig  # noqa: E402
 from firmware_bridge.sim import SimBoard  # noqa: E402
+from firmware_bridge.tests.helpers import runtime_config  # noqa: E402
 from firmware_bridge.tests.fakes import ControllerThread, MasterPort, PtyLink  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -72,13 +73,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp, PtyLink() as link:
-        tmp = Path(tmp)
-        key = tmp / "bridge.key"
-        key.write_text(bytes(range(32)).hex() + "\n")
-        os.chmod(key, 0o600)
-        cfg = tmp / "edge.toml"
-        cfg.write_text(f'[camera]\nsource = "synthetic://?pattern=face"\n[trigger]\nkind = "serial"\n'
-                       f'[serial]\nport = "{link.paths[1]}"\nkey_file = "{key}"\n')
+        cfg = runtime_config(Path(tmp), link.paths[1], "synthetic://?pattern=face")
         env = dict(os.environ, EDGE_MODELS_DIR=args.models, PYTHONPATH=str(REPO))
         proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)

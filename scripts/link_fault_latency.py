@@ -29,19 +29,14 @@ sys.path.insert(0, str(REPO))
 
 from firmware_bridge.controller import IDLE, SESSION, Controller, ControllerConfig  # noqa: E402
 from firmware_bridge.sim import SimBoard  # noqa: E402
+from firmware_bridge.tests.helpers import runtime_config  # noqa: E402
 from firmware_bridge.tests.fakes import ControllerThread, MasterPort, PtyLink  # noqa: E402
 
 
 def one_run(sig: int, models: str) -> tuple[float, bool]:
     with tempfile.TemporaryDirectory() as tmp, PtyLink() as link:
-        tmp = Path(tmp)
-        key = tmp / "bridge.key"
-        key.write_text(bytes(range(32)).hex() + "\n")
-        os.chmod(key, 0o600)
-        cfg = tmp / "edge.toml"
         # no face: the session runs until its deadline, so it is still running when the signal comes
-        cfg.write_text(f'[camera]\nsource = "synthetic://?pattern=black&fps=15"\n[trigger]\nkind = "serial"\n'
-                       f'[serial]\nport = "{link.paths[1]}"\nkey_file = "{key}"\n')
+        cfg = runtime_config(Path(tmp), link.paths[1], "synthetic://?pattern=black&fps=15")
         env = dict(os.environ, EDGE_MODELS_DIR=models, PYTHONPATH=str(REPO))
         proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, env=env)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import time
+from pathlib import Path
 
 from firmware_bridge import protocol as P
 from firmware_bridge.controller import Controller, ControllerConfig
@@ -112,3 +114,24 @@ def keyed_codec(key: bytes, direction: bytes) -> P.Codec:
     c = P.Codec(key, direction)
     assert P.handshake(c, P.Codec(key, peer))
     return c
+
+
+def until(pred, timeout=5.0, step=0.005):
+    """Poll ``pred`` until it is true or ``timeout`` seconds pass; its last value."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(step)
+    return pred()
+
+
+def runtime_config(tmp: Path, port: str, source: str) -> Path:
+    """A root-only key and an `edge run` config on ``port`` (the runtime's end of a pty pair) in ``tmp``."""
+    key = tmp / "bridge.key"
+    key.write_text(KEY.hex() + "\n")
+    os.chmod(key, 0o600)
+    cfg = tmp / "edge.toml"
+    cfg.write_text(f'[camera]\nsource = "{source}"\n[trigger]\nkind = "serial"\n'
+                   f'[serial]\nport = "{port}"\nkey_file = "{key}"\n')
+    return cfg

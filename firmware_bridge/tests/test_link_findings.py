@@ -27,18 +27,10 @@ from firmware_bridge.sim import SimBoard
 
 from .fakes import ControllerThread, MasterPort, NullSerial
 from .faultproxy import FaultProxy
-from .helpers import KEY, Rig, result_payload
+from .helpers import KEY, Rig, result_payload, until as _until
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _until(pred, timeout=5.0, step=0.005):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def _pass(sid):

@@ -20,18 +20,10 @@ from firmware_bridge.controller import DOWN, IDLE, Controller, ControllerConfig
 from firmware_bridge.sim import SimBoard
 
 from .fakes import ControllerThread, pty_pair
-from .helpers import KEY, keyed_codec
+from .helpers import KEY, keyed_codec, until as _until
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-def _until(pred, timeout=5.0, step=0.005):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 def _verdict(kind=VerdictKind.PASS, sid=1):
