@@ -42,31 +42,17 @@ def decision_config(cfg: Config) -> DecisionConfig:
 
 
 def challenge_config(cfg: Config):
-    """The challenge engine's thresholds: the [challenge] section, with the passive votes
-    judged by the [decision] section's threshold and vote counts."""
+    """The challenge engine's thresholds: the [challenge] keys that name ChallengeConfig fields
+    (all but depth_threshold, which is the 3-D check's), with the passive votes judged by the
+    [decision] section's threshold and vote counts and its deadlines."""
     from edge.challenge import ChallengeConfig
 
-    c = cfg.challenge
-    return ChallengeConfig(
-        k=c.k,
-        actions=tuple(c.actions),
-        require_pose=c.require_pose,
-        baseline_ms=c.baseline_ms,
-        reaction_ms=c.reaction_ms,
-        response_ms=c.response_ms,
-        neutral_ms=c.neutral_ms,
-        max_gap_ms=c.max_gap_ms,
-        no_face_ms=cfg.decision.no_face_ms,
-        baseline_timeout_ms=cfg.decision.timeout_ms,
-        turn_deg=c.turn_deg,
-        look_up_deg=c.look_up_deg,
-        blink_delta=c.blink_delta,
-        mouth_delta=c.mouth_delta,
-        smile_delta=c.smile_delta,
-        threshold=cfg.decision.threshold,
-        min_votes=cfg.decision.pass_votes,
-        fail_votes=cfg.decision.fail_votes,
-    )
+    c, d = cfg.challenge, cfg.decision
+    fields = {f.name for f in dataclasses.fields(ChallengeConfig)}
+    kw = {name: value for name, value in dataclasses.asdict(c).items() if name in fields}
+    kw.update(actions=tuple(c.actions), no_face_ms=d.no_face_ms, baseline_timeout_ms=d.timeout_ms,
+              threshold=d.threshold, min_votes=d.pass_votes, fail_votes=d.fail_votes)
+    return ChallengeConfig(**kw)
 
 
 def model_path(cfg: Config, name: str) -> Path:
