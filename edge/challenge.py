@@ -282,7 +282,6 @@ class Challenge:
         self._live_votes = 0
         self._vote_sum = 0.0
         self._attack_run = 0
-        self._pose_done = 0
         self._seen_3d = False
         self._refusals: dict[Reason, int] = {}
         self._base.fill(0.0)
@@ -464,7 +463,7 @@ class Challenge:
             return self._action(t, d, lm)
         if self._phase is _Phase.NEUTRAL:
             if self._is_neutral(d):
-                self._events.append(ChallengeEvent(self._rel(t), "neutral"))
+                self._event(t, "neutral")
                 self._next_action(t)
                 if self._phase is _Phase.VOTES:
                     return self._judge_votes(t, final=False)
@@ -499,7 +498,7 @@ class Challenge:
         np.median(rows, axis=0, out=self._base)
         if self.depth is not None:
             self.depth.set_reference(lm)
-        self._events.append(ChallengeEvent(self._rel(t), "baseline"))
+        self._event(t, "baseline")
         self._next_action(t)
         return None
 
@@ -519,7 +518,7 @@ class Challenge:
         self._seen_3d = False
         action = self._order[self._step]
         self._prompt = ACTION_PROMPTS[action]
-        self._events.append(ChallengeEvent(self._rel(t), "prompt", action))
+        self._event(t, "prompt", action)
 
     def _strength(self, action: str, d: np.ndarray) -> float:
         """How far ``action`` is along, as a multiple of its threshold (1.0 = done)."""
@@ -562,7 +561,7 @@ class Challenge:
         elif not self._acting:
             # Back below half-way: the next excursion may count (if it starts late enough).
             if self._early:
-                self._events.append(ChallengeEvent(self._rel(t), "early", action))
+                self._event(t, "early", action)
             self._onset_t = None
             self._early = False
         if self._early:
@@ -586,9 +585,7 @@ class Challenge:
         return None
 
     def _done(self, t: float, action: str) -> Verdict | None:
-        self._events.append(ChallengeEvent(self._rel(t), "done", action))
-        if action in POSE_ACTIONS:
-            self._pose_done += 1
+        self._event(t, "done", action)
         self._phase = _Phase.NEUTRAL
         self._phase_t0 = t
         self._prompt = Prompt.BACK_TO_NEUTRAL
@@ -660,8 +657,8 @@ class Challenge:
         self._refusals[reason] = self._refusals.get(reason, 0) + 1
 
     def _finish(self, t: float, kind: VerdictKind, reason: Reason, event: str = "", action: str = "") -> Verdict:
-        if event and len(self._events) < self.MAX_EVENTS:
-            self._events.append(ChallengeEvent(self._rel(t), event, action))
+        if event:
+            self._event(t, event, action)
         self._prompt = Prompt.NONE
         self._verdict = Verdict(
             kind=kind,
@@ -674,6 +671,11 @@ class Challenge:
             events=tuple(self._events),
         )
         return self._verdict
+
+    def _event(self, t: float, kind: str, action: str = "") -> None:
+        # Bounded: a recording that keeps moving too early must not grow the log without end.
+        if len(self._events) < self.MAX_EVENTS:
+            self._events.append(ChallengeEvent(self._rel(t), kind, action))
 
     def _rel(self, t: float) -> int:
         return int(round(t - self._origin))
