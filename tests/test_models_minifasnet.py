@@ -296,6 +296,7 @@ def test_v2_float_golden(upstream, tmp_path):
 
 
 @needs_shared
+@pytest.mark.requantizes
 def test_v2_int8_golden_held_out(upstream, tmp_path):
     # calibrate on the even crops, judge on the odd ones the quantizer never saw, and on all of them
     crops, reference = upstream["crops"], upstream["reference"]
@@ -326,6 +327,7 @@ def test_v2_numpy_reference_matches_golden(upstream):
 
 
 @needs_shared
+@pytest.mark.requantizes
 def test_v1se_int8_tracks_float(upstream, tmp_path):
     crops = upstream["crops"]
     f = _float_probs(convert_minifasnet(upstream["v1se"]), crops, tmp_path, "f.tflite")
@@ -335,6 +337,7 @@ def test_v1se_int8_tracks_float(upstream, tmp_path):
 
 
 @needs_shared
+@pytest.mark.requantizes
 def test_upstream_determinism(upstream):
     assert convert_minifasnet(upstream["v1se"]) == convert_minifasnet(upstream["v1se"])
     calib = upstream["crops"][:16]
