@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from timescale import scaled
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ACTION = SHARED / "action-dev"
@@ -74,7 +75,7 @@ def test_the_answered_order_passes_from_the_command_line(answer_clip, built_mode
     r = subprocess.run(
         [sys.executable, "-m", "edge.cli", "check", "--json", "--no-progress", "--mode", "active",
          "--challenge", "blink,turn_left", str(answer_clip)],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True, text=True, timeout=scaled(300), env=env,
     )
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout.splitlines()[-1])
@@ -168,7 +169,7 @@ def test_edge_run_prints_the_prompts_and_the_verdict(answer_clip, built_models_d
     r = subprocess.run(
         [sys.executable, "-m", "edge.cli", "run", "--source", f"video://{answer_clip}", "--sessions", "1",
          "--challenge", "blink,turn_left", "-q"],
-        capture_output=True, text=True, timeout=300, env=env,
+        capture_output=True, text=True, timeout=scaled(300), env=env,
     )
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]

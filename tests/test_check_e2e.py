@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from timescale import scaled
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FAS = SHARED / "fas-dev"
@@ -28,7 +29,7 @@ def auc(scores, labels):
 
 def edge(*args, env=None):
     return subprocess.run(
-        [sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=300, env=env
+        [sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=scaled(300), env=env
     )
 
 

@@ -4,13 +4,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from timescale import scaled
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def edge(*args, tmp_path=None):
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=scaled(120),
                           env=env, cwd=tmp_path)
 
 

@@ -16,13 +16,14 @@ import zlib
 from pathlib import Path
 
 import pytest
+from timescale import scaled
 
 REPO = Path(__file__).resolve().parents[1]
 LONG = "a" * 300  # one path component over NAME_MAX (255): ENAMETOOLONG
 
 
 def edge(*args, cwd=None, env=None):
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=scaled(300),
                           cwd=cwd, env=dict(os.environ if env is None else env, PYTHONPATH=str(REPO)))
 
 

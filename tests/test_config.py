@@ -7,6 +7,7 @@ import pytest
 
 from edge import config
 from edge.errors import ConfigError
+from timescale import scaled
 
 
 def test_defaults_load_and_roundtrip_as_toml(tmp_path):
@@ -76,7 +77,7 @@ def test_config_is_frozen():
 
 
 def _edge(*args):
-    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, timeout=scaled(120))
 
 
 def test_cli_run_exits_2_on_bad_config(tmp_path):

@@ -28,6 +28,7 @@ LIVE_FACE = SHARED / "fas-dev" / "silentface" / "live" / "images__sample__image_
 sys.path.insert(0, str(REPO))
 
 from firmware_bridge.tests.fakes import PtyLink  # noqa: E402
+from timescale import scaled  # noqa: E402
 
 SCBK_HEX = bytes(range(16, 32)).hex()
 ADDRESS = 7
@@ -79,13 +80,14 @@ led_green_pin = 6
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
 
     def finish(self, timeout: float = 60.0):
+        timeout = scaled(timeout)
         try:
             self.panel_out, self.panel_err = self.panel.communicate(timeout=timeout)
         finally:
             if self.runtime.poll() is None:
                 self.runtime.send_signal(signal.SIGTERM)
             try:
-                self.rt_out, self.rt_err = self.runtime.communicate(timeout=20)
+                self.rt_out, self.rt_err = self.runtime.communicate(timeout=scaled(20))
             except subprocess.TimeoutExpired:
                 self.runtime.kill()
                 self.rt_out, self.rt_err = self.runtime.communicate()

@@ -29,6 +29,7 @@ HELPER = Path(__file__).with_name("osdp16_panel.py")
 sys.path.insert(0, str(REPO))
 
 from firmware_bridge.tests.fakes import PtyLink  # noqa: E402
+from timescale import scaled  # noqa: E402
 
 MASTER_KEY = bytes(range(0xA0, 0xB0)).hex()
 ADDRESS, VENDOR, MODEL, HW, SERIAL = 9, 0xFACE00, 1, 1, 0x01020304
@@ -83,13 +84,13 @@ panel_timeout_ms = 3000
                               "--master-key", MASTER_KEY], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              cwd=tmp, env=side_env)
     try:
-        out, err = panel.communicate(timeout=60)
+        out, err = panel.communicate(timeout=scaled(60))
     finally:
         if panel.poll() is None:
             panel.kill()
         rt.send_signal(signal.SIGTERM)
         try:
-            _, rt_err = rt.communicate(timeout=20)
+            _, rt_err = rt.communicate(timeout=scaled(20))
         except subprocess.TimeoutExpired:
             rt.kill()
             _, rt_err = rt.communicate()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from edge.service.harden import get_dumpable, swap_active
+from timescale import scaled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,7 +41,7 @@ def _run(code: str, *, preexec=None, memlock: int | None = None) -> dict:
         if preexec:
             preexec()
 
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=scaled(60),
                          preexec_fn=pre, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])

@@ -20,6 +20,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from timescale import scaled
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def test_inference_stack_runs_under_mdwe():
     if not models:
         pytest.skip("no built models in models/build (run: edge models build)")
     proc = subprocess.run([sys.executable, "-c", CHILD, *models], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          timeout=scaled(300), env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     if "unsupported" in out:

@@ -23,6 +23,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from timescale import scaled
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "demo" / "astronaut.avi"
@@ -147,7 +148,7 @@ def _run(models_env, tmp_path, mode: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HOME": str(sandbox / "home"), "TMPDIR": str(sandbox / "tmp"),
            "PYTHONDONTWRITEBYTECODE": "1", "EDGE_MODELS_DIR": str(models_env)}
     proc = subprocess.run([sys.executable, "-c", CHILD, str(sandbox), str(CLIP), str(models_env), mode], cwd=sandbox,
-                          capture_output=True, text=True, timeout=600, env=env)
+                          capture_output=True, text=True, timeout=scaled(600), env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

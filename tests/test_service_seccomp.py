@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
+from timescale import scaled
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYZE = shutil.which("systemd-analyze")
@@ -109,7 +110,7 @@ def test_runtime_works_under_the_units_syscall_filter(models_env, tmp_path):
     clip = ROOT / "demo" / "astronaut.avi"
     source = f"video://{clip}" if clip.exists() else "synthetic://?pattern=face"
     proc = subprocess.run([sys.executable, "-c", CHILD, str(allow), LIBSECCOMP, source, str(models_env)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=scaled(600),
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
