@@ -11,6 +11,8 @@
 #   board.uart_write(data)
 #   board.set_relay(on)                energise / de-energise the door relay
 #   board.trigger_active() -> bool     level of the trigger input (True = pressed)
+#   board.card_template() -> bytes     optional: the 1:1 template read from the card
+#                                      that raised the trigger (b"" = liveness only)
 #   board.set_led(mode)                "down", "idle", "busy", "pass", "fail", "fault"
 #   board.random_bytes(n) -> bytes     from the hardware RNG (os.urandom)
 #
@@ -171,7 +173,9 @@ class Controller:
             return
         if level and not self._trig_fired and self.board.ticks_diff(now, self._trig_since) >= self.cfg.debounce_ms:
             self._trig_fired = True
-            self.press()
+            # a board with a card reader hands over the card's template; one without has no such method
+            read = getattr(self.board, "card_template", None)
+            self.press(read() if read else b"")
 
     def _check_timers(self):
         b = self.board

@@ -1,6 +1,7 @@
 """Controller simulator: the reference firmware's state machine on a PC.
 
     python -m firmware_bridge.sim --port /dev/pts/5 --key-file bridge.key --sessions 3 --json
+    python -m firmware_bridge.sim ... --template "$(edge enroll alice.jpg)"     # card + face (1:1)
 
 It runs firmware_bridge.controller (the very code main.py runs on the board)
 against a serial port, presses the simulated trigger, and prints what happens
@@ -8,11 +9,17 @@ against a serial port, presses the simulated trigger, and prints what happens
 times, FAULT) as one JSON object per line with ``--json``. It exits 0 after
 ``--sessions`` sessions ended (and the last relay pulse finished), 3 if
 ``--duration`` ran out first, 2 on a usage or port error.
+
+``--template`` plays a card that carries the enrolled person's 1:1 template
+(base64 or hex, as ``edge enroll`` prints it): every trigger sends it in START,
+where the link encrypts it. The simulator keeps it in memory only.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import os
 import sys
@@ -35,6 +42,10 @@ class SimBoard:
         self.relay_log: list[tuple[float, bool]] = []  # (seconds since start, on)
         self.trigger = False
         self.led = "down"
+        self.template = b""  # what the simulated card carries
+
+    def card_template(self) -> bytes:
+        return self.template
 
     @classmethod
     def on_serial(cls, ser, **kw):
@@ -75,6 +86,20 @@ class SimBoard:
         self.led = mode
 
 
+def parse_template(text: str) -> bytes:
+    """A template as `edge enroll` prints it (base64, or hex with --hex): bytes, or ValueError saying why."""
+    t = "".join(text.split())
+    if not t:
+        raise ValueError("empty")
+    try:
+        raw = bytes.fromhex(t) if all(c in "0123456789abcdefABCDEF" for c in t) else base64.b64decode(t, validate=True)
+    except (ValueError, binascii.Error) as err:
+        raise ValueError("neither base64 nor hex (paste what `edge enroll` printed)") from err
+    if len(raw) > P.MAX_TEMPLATE:
+        raise ValueError(f"{len(raw)} bytes; START carries at most {P.MAX_TEMPLATE}")
+    return raw
+
+
 def _read_key(path: str) -> bytes:
     with open(path, "rb") as f:
         return P.parse_key(f.read())
@@ -94,7 +119,16 @@ def main(argv=None) -> int:
     ap.add_argument("--heartbeat-interval-ms", type=int, default=250)
     ap.add_argument("--heartbeat-timeout-ms", type=int, default=750)
     ap.add_argument("--json", action="store_true", help="one JSON object per event on stdout")
+    ap.add_argument("--template", metavar="T", help="the card's 1:1 template (base64 or hex, as `edge enroll` prints)")
     args = ap.parse_args(argv)
+
+    template = b""
+    if args.template is not None:
+        try:
+            template = parse_template(args.template)
+        except ValueError as err:
+            print(f"sim: --template: {err}", file=sys.stderr)
+            return 2
 
     try:
         key = _read_key(args.key_file)
@@ -110,6 +144,7 @@ def main(argv=None) -> int:
         return 2
 
     board = SimBoard.on_serial(ser)
+    board.template = template
 
     def emit(name, fields):
         fields = dict(fields)

@@ -230,3 +230,35 @@ def test_runtime_killed_mid_session_controller_faults_relay_off(tmp_path, built_
     assert not any(on for _, on in s["relay"]) and "relay" not in pair.names()
     end = next(e for e in pair.events if e["event"] == "session_end")
     assert end["verdict"] == "FAULT" and end["reason"] == "runtime_lost"
+
+
+NUAA_LIVE = SHARED / "fas-dev" / "nuaa" / "live"
+
+
+@pytest.mark.skipif(not NUAA_LIVE.is_dir(), reason=f"no NUAA live faces in ../shared ({NUAA_LIVE})")
+def test_card_and_face_over_serial(tmp_path, built_models_dir, monkeypatch, capsys):
+    """Card + face over the link: the controller's card carries a template made by `edge enroll`; the
+    card's owner, alive, gets PASS and the relay; another person gets FAIL FACE_MISMATCH and no relay."""
+    from argparse import Namespace
+
+    from edge.errors import ModelError
+    from edge.match.cli import cmd_enroll
+    from edge.models.registry import artifact_path
+
+    monkeypatch.setenv("EDGE_MODELS_DIR", str(built_models_dir))
+    try:
+        artifact_path("dlib_resnet", "float32")
+    except ModelError as err:
+        pytest.skip(f"face-match model not built (edge models build --with face-match): {err}")
+    files = sorted(p.name for p in NUAA_LIVE.iterdir())
+    owner = [NUAA_LIVE / f for f in files if f.startswith("0004_")]
+    other = next(NUAA_LIVE / f for f in files if f.startswith("0013_"))
+    assert cmd_enroll(Namespace(input=str(owner[0]), source=None, config=None, hex=False)) == 0
+    card = capsys.readouterr().out.strip()
+    for face, verdict, reason in ((owner[5], "PASS", "LIVE_CONFIRMED"), (other, "FAIL", "FACE_MISMATCH")):
+        run = tmp_path / verdict
+        run.mkdir()
+        pair = Pair(run, built_models_dir, f"image://{face}", "[match]\nenabled = true",
+                    sim_args=("--template", card)).finish()
+        _check_session(pair, verdict, reason)
+        assert card not in pair.rt_out + pair.rt_err + "".join(json.dumps(e) for e in pair.events)

@@ -77,3 +77,43 @@ def test_sim_usage_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "firmware_bridge.sim", "--port", "/dev/null", "--key-file",
                         str(tmp_path / "missing")], capture_output=True, text=True, cwd=ROOT, timeout=30)
     assert r.returncode == 2 and "missing" in r.stderr
+
+
+def test_sim_plays_a_card_that_carries_a_template(tmp_path):
+    """--template: every trigger sends the card's template in START, and the runtime receives it intact."""
+    keyf = tmp_path / "bridge.key"
+    keyf.write_text(KEY.hex() + "\n")
+    os.chmod(keyf, 0o600)
+    card = bytes(range(100, 240))  # 140 bytes, the size of an edge template
+    import base64
+
+    with PtyLink() as link:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "firmware_bridge.sim", "--port", link.paths[0], "--key-file", str(keyf),
+             "--sessions", "1", "--pulse-ms", "100", "--heartbeat-interval-ms", "100", "--json", "--duration", "30",
+             "--template", base64.b64encode(card).decode()],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )
+        bridge = SerialBridge(link.paths[1], KEY, heartbeat_interval_s=0.1, heartbeat_timeout_s=1.0)
+        try:
+            req = bridge.wait(15.0)
+            assert req is not None and req.template == card
+            bridge.result(req, Verdict(VerdictKind.PASS, Reason.LIVE_CONFIRMED, 3, 6, 250, req.session_id))
+            out, err = proc.communicate(timeout=40)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            bridge.close()
+    assert proc.returncode == 0, err
+    assert card.hex() not in out and base64.b64encode(card).decode() not in out  # biometric: never printed
+
+
+def test_sim_template_errors_are_one_line(tmp_path):
+    keyf = tmp_path / "bridge.key"
+    keyf.write_text(KEY.hex() + "\n")
+    os.chmod(keyf, 0o600)
+    for bad, why in (("not a template!", "neither base64 nor hex"), ("ab" * 200, "at most 175"), ("  ", "empty")):
+        r = subprocess.run([sys.executable, "-m", "firmware_bridge.sim", "--port", "/dev/null", "--key-file", str(keyf),
+                            "--template", bad], capture_output=True, text=True, cwd=ROOT, timeout=30)
+        assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "Traceback" not in r.stderr
