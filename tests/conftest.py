@@ -68,17 +68,24 @@ def models_env(built_models_dir, monkeypatch) -> Path:
 def pytest_collection_modifyitems(config, items):
     """Under emulation (scripts/test-aarch64.sh sets EDGE_TEST_EMULATED) skip, by name, what it cannot afford.
 
-    qemu-user runs floating point in software: the float64 calibration pass that re-quantizes a real model
-    takes about 40 min there instead of seconds. The emulated set-up already ran that exact pass and its
-    artifacts matched the sha256 the manifests pin, which proves the same thing byte for byte.
+    qemu-user runs floating point in software: the models run 150-300x slower than natively (BlazeFace 0.26 s,
+    the face mesh 1.0 s a frame) and numpy's float64 more so. Two kinds of test would take hours there:
+    ``requantizes`` re-runs a real model's calibration pass (about 40 min each; the emulated set-up ran that
+    very pass and its artifacts matched their pinned sha256), and ``many_frames`` pushes a clip, a live
+    session or a whole image set through the models (the golden-output tests, which do run, check the
+    models' numerics on aarch64).
     """
     emulated = os.environ.get("EDGE_TEST_EMULATED")
     if not emulated:
         return
-    skip = pytest.mark.skip(
-        reason=f"re-quantizes a real model: about 40 min under {emulated} emulation (software floating point); "
-        "the emulated set-up's sha256 check of the int8 artifacts covers the quantizer"
-    )
+    reasons = {
+        "requantizes": f"re-quantizes a real model: about 40 min under {emulated} emulation (software floating "
+        "point); the emulated set-up's sha256 check of the int8 artifacts covers the quantizer",
+        "many_frames": f"pushes hundreds of frames through the models: an hour or more under {emulated} emulation "
+        "(software floating point, 150-300x); the golden-output tests check the models on aarch64",
+    }
     for item in items:
-        if item.get_closest_marker("requantizes"):
-            item.add_marker(skip)
+        for marker, reason in reasons.items():
+            if item.get_closest_marker(marker):
+                item.add_marker(pytest.mark.skip(reason=reason))
+                break

@@ -23,7 +23,10 @@ ACTION = SHARED / "action-dev"
 Z1 = ACTION / "Zulkhuu_head-gesture-recogniton" / "1.no_motion_resize.mp4"
 Z2 = ACTION / "Zulkhuu_head-gesture-recogniton" / "2.yes_motion_resize.mp4"
 
-pytestmark = pytest.mark.skipif(not (Z1.is_file() and Z2.is_file()), reason=f"no action-dev clips in ../shared ({ACTION})")
+pytestmark = [
+    pytest.mark.skipif(not (Z1.is_file() and Z2.is_file()), reason=f"no action-dev clips in ../shared ({ACTION})"),
+    pytest.mark.many_frames,  # clips through the models: skipped under emulation
+]
 
 
 def _frames(path: Path, first: int, last: int):
