@@ -36,7 +36,8 @@ def figure(report: verify.VerifyReport, model: str, name: str) -> verify.Check:
 
 
 def test_verify_passes_with_every_check_run(report):
-    assert report.skipped == ()
+    # only the optional face-match model may be absent (a clone set up without --with face-match)
+    assert [s for s in report.skipped if not s.startswith("dlib_resnet: not built (optional")] == []
     failed = [c for c in report.checks if not c.passed]
     assert failed == [] and report.passed
 
