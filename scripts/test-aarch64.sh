@@ -52,12 +52,12 @@ while [ $# -gt 0 ]; do
 done
 SHARED=${SHARED:-$(cd "$REPO/.." && pwd)/shared}
 die() { echo "test-aarch64.sh: $*" >&2; exit 2; }
+case "$ROOT" in /|/usr|/var|/home|/tmp|"") die "refusing --root $ROOT" ;; esac
+case "$JOBS" in ''|*[!0-9]*|0) die "--jobs wants a whole number >= 1, not '$JOBS'" ;; esac
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, mounts)"
 command -v debootstrap >/dev/null || die "debootstrap missing: apt-get install debootstrap qemu-user-static"
 [ -f /usr/lib/binfmt.d/qemu-aarch64.conf ] || die "qemu-user-static missing: apt-get install qemu-user-static"
 [ -d "$SHARED" ] || die "no dev data at $SHARED (set SHARED=...)"
-case "$ROOT" in /|/usr|/var|/home|/tmp|"") die "refusing --root $ROOT" ;; esac
-case "$JOBS" in ''|*[!0-9]*|0) die "--jobs wants a whole number >= 1, not '$JOBS'" ;; esac
 if [ "$REUSE" = 1 ] && [ ! -x "$ROOT/opt/edge/edge/.venv/bin/python" ]; then
   die "--reuse: no earlier root with a set-up clone at $ROOT (run once with --keep first)"
 fi

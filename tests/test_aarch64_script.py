@@ -43,3 +43,17 @@ def test_time_scale_must_be_a_number_at_least_one():
     p = subprocess.run([sys.executable, "-c", "import timescale; print(timescale.scaled(2))"], cwd=REPO / "tests",
                        capture_output=True, text=True, env=dict(os.environ, EDGE_TEST_TIME_SCALE="10"), check=True)
     assert p.stdout.strip() == "20.0"
+
+
+def test_bad_options_are_refused_before_anything_runs():
+    for args, why in ((["--jobs", "0"], "--jobs wants"), (["--jobs", "two"], "--jobs wants"),
+                      (["--root", "/"], "refusing --root"), (["--frobnicate"], "unknown option")):
+        p = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True)
+        assert p.returncode == 2 and why in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_reuse_moves_the_clone_and_deals_test_files_over_jobs():
+    text = SCRIPT.read_text()
+    assert "fetch -q \"$REPO\" HEAD" in text and "checkout -q -f FETCH_HEAD" in text  # the committed HEAD
+    assert "--reuse: no earlier root" in text
+    assert "ls-files 'tests/test_*.py' 'firmware_bridge/tests/test_*.py'" in text
