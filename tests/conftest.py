@@ -73,7 +73,8 @@ def pytest_collection_modifyitems(config, items):
     ``requantizes`` re-runs a real model's calibration pass (about 40 min each; the emulated set-up ran that
     very pass and its artifacts matched their pinned sha256), and ``many_frames`` pushes a clip, a live
     session or a whole image set through the models (the golden-output tests, which do run, check the
-    models' numerics on aarch64).
+    models' numerics on aarch64). ``realtime`` checks the service's timing with frames flowing, which a frame
+    of about 2 s cannot meet.
     """
     emulated = os.environ.get("EDGE_TEST_EMULATED")
     if not emulated:
@@ -83,6 +84,8 @@ def pytest_collection_modifyitems(config, items):
         "point); the emulated set-up's sha256 check of the int8 artifacts covers the quantizer",
         "many_frames": f"pushes hundreds of frames through the models: an hour or more under {emulated} emulation "
         "(software floating point, 150-300x); the golden-output tests check the models on aarch64",
+        "realtime": f"checks the watchdog cadence with sessions running: under {emulated} emulation a frame takes "
+        "about 2 s, longer than the watchdog's 0.5 s half-period, so the pings are rightly withheld",
     }
     for item in items:
         for marker, reason in reasons.items():

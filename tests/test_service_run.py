@@ -25,6 +25,7 @@ from test_service_sigterm import CONFIG  # a session only the signal ends: no fr
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.realtime
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux-only")
 def test_service_mode_lifecycle(models_env, tmp_path):
     sock_path = tmp_path / "notify"
