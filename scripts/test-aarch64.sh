@@ -23,11 +23,11 @@
 #
 # What the emulated run does not prove: speed (emulation), XNNPACK's int8 partitioning (with /sys hidden,
 # cpuinfo cannot read the CPU and XNNPACK takes no int8 graph; those tests skip naming this), the camera,
-# GPIO and the Edge TPU. Two marks of tests skip here by name (tests/conftest.py), as qemu-user does floating
-# point in software (the models run 150-300x slower): `requantizes` (re-runs a real model's float64
-# calibration, about 40 min each; the set-up ran that pass and its hash check covers it) and `many_frames`
-# (clips, live sessions or whole image sets through the models; the golden-output tests that do run check
-# the models' numerics on aarch64).
+# GPIO and the Edge TPU. Three marks of tests skip here by name (tests/conftest.py), as qemu-user does
+# floating point in software (the models run 150-300x slower, about 2 s a frame): `requantizes` (re-runs a
+# real model's float64 calibration, about 40 min each; the set-up ran that pass and its hash check covers
+# it), `many_frames` (whole clips through the challenge, order after order) and `realtime` (sessions
+# against wall-clock deadlines: the watchdog, the controller's).
 # /sys is deliberately not mounted: with it visible, qemu-user 7.2 reports CPU
 # features that make XNNPACK pick kernels that crash in allocate_tensors.
 set -euo pipefail

@@ -71,10 +71,10 @@ def pytest_collection_modifyitems(config, items):
     qemu-user runs floating point in software: the models run 150-300x slower than natively (BlazeFace 0.26 s,
     the face mesh 1.0 s a frame) and numpy's float64 more so. Two kinds of test would take hours there:
     ``requantizes`` re-runs a real model's calibration pass (about 40 min each; the emulated set-up ran that
-    very pass and its artifacts matched their pinned sha256), and ``many_frames`` pushes a clip, a live
-    session or a whole image set through the models (the golden-output tests, which do run, check the
-    models' numerics on aarch64). ``realtime`` checks the service's timing with frames flowing, which a frame
-    of about 2 s cannot meet.
+    very pass and its artifacts matched their pinned sha256), and ``many_frames`` pushes whole clips through
+    the challenge again and again (the dev-set, clip and golden-output tests, which do run, check the models
+    on aarch64). ``realtime`` runs sessions against wall-clock deadlines (the watchdog, the controller's),
+    which a frame of about 2 s cannot meet.
     """
     emulated = os.environ.get("EDGE_TEST_EMULATED")
     if not emulated:
@@ -82,10 +82,10 @@ def pytest_collection_modifyitems(config, items):
     reasons = {
         "requantizes": f"re-quantizes a real model: about 40 min under {emulated} emulation (software floating "
         "point); the emulated set-up's sha256 check of the int8 artifacts covers the quantizer",
-        "many_frames": f"pushes hundreds of frames through the models: an hour or more under {emulated} emulation "
-        "(software floating point, 150-300x); the golden-output tests check the models on aarch64",
-        "realtime": f"checks the watchdog cadence with sessions running: under {emulated} emulation a frame takes "
-        "about 2 s, longer than the watchdog's 0.5 s half-period, so the pings are rightly withheld",
+        "many_frames": f"pushes whole clips through the challenge, order after order: an hour or more under {emulated} "
+        "emulation (software floating point, 150-300x); the dev-set, clip and golden tests check the models here",
+        "realtime": f"runs sessions at camera speed against wall-clock deadlines (watchdog, controller): under "
+        f"{emulated} emulation a frame takes about 2 s, so the deadlines rightly pass first",
     }
     for item in items:
         for marker, reason in reasons.items():

@@ -191,7 +191,7 @@ def test_service_mode_over_serial(tmp_path, built_models_dir):
     assert "privacy guard refused" not in pair.rt_err, pair.runtime_log()
 
 
-@pytest.mark.many_frames
+@pytest.mark.realtime
 @pytest.mark.skipif(not LIVE_FACE.is_file(), reason=f"no live face image in ../shared ({LIVE_FACE})")
 def test_active_challenge_over_serial_asks_the_order_the_controller_can_derive(tmp_path, built_models_dir):
     """Active mode with a controller: the order is HMAC(key, START nonce || "challenge"), so the

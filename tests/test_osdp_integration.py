@@ -187,7 +187,7 @@ def test_session_aborted_by_the_panel(tmp_path, built_models_dir):
     assert "aborted by the panel" in pair.rt_err
 
 
-@pytest.mark.many_frames
+@pytest.mark.realtime
 @pytest.mark.skipif(not LIVE_FACE.is_file(), reason=f"no live face image in ../shared ({LIVE_FACE})")
 def test_active_challenge_over_osdp_asks_the_order_the_panel_can_derive(tmp_path, built_models_dir):
     """Active mode behind a panel: the order is HMAC(SCBK, START nonce || "challenge"); the first
