@@ -26,7 +26,7 @@
 # GPIO and the Edge TPU. Three marks of tests skip here by name (tests/conftest.py), as qemu-user does
 # floating point in software (the models run 150-300x slower, about 2 s a frame): `requantizes` (re-runs a
 # real model's float64 calibration, about 40 min each; the set-up ran that pass and its hash check covers
-# it), `many_frames` (whole clips through the challenge, order after order) and `realtime` (sessions
+# it), `many_frames` (clips or the whole dev set through the active pipeline) and `realtime` (sessions
 # against wall-clock deadlines: the watchdog, the controller's).
 # /sys is deliberately not mounted: with it visible, qemu-user 7.2 reports CPU
 # features that make XNNPACK pick kernels that crash in allocate_tensors.

@@ -71,9 +71,9 @@ def pytest_collection_modifyitems(config, items):
     qemu-user runs floating point in software: the models run 150-300x slower than natively (BlazeFace 0.26 s,
     the face mesh 1.0 s a frame) and numpy's float64 more so. Two kinds of test would take hours there:
     ``requantizes`` re-runs a real model's calibration pass (about 40 min each; the emulated set-up ran that
-    very pass and its artifacts matched their pinned sha256), and ``many_frames`` pushes whole clips through
-    the challenge again and again (the dev-set, clip and golden-output tests, which do run, check the models
-    on aarch64). ``realtime`` runs sessions against wall-clock deadlines (the watchdog, the controller's),
+    very pass and its artifacts matched their pinned sha256), and ``many_frames`` pushes clips or the whole
+    dev set through the active pipeline (the golden-output tests, the passive check of the dev set and the
+    short mesh tests, which do run, check the models on aarch64). ``realtime`` runs sessions against wall-clock deadlines (the watchdog, the controller's),
     which a frame of about 2 s cannot meet.
     """
     emulated = os.environ.get("EDGE_TEST_EMULATED")
@@ -82,8 +82,8 @@ def pytest_collection_modifyitems(config, items):
     reasons = {
         "requantizes": f"re-quantizes a real model: about 40 min under {emulated} emulation (software floating "
         "point); the emulated set-up's sha256 check of the int8 artifacts covers the quantizer",
-        "many_frames": f"pushes whole clips through the challenge, order after order: an hour or more under {emulated} "
-        "emulation (software floating point, 150-300x); the dev-set, clip and golden tests check the models here",
+        "many_frames": f"pushes clips or the whole dev set through the active pipeline: half an hour or more under "
+        f"{emulated} emulation (software floating point); the golden, dev-set and mesh tests check the models here",
         "realtime": f"runs sessions at camera speed against wall-clock deadlines (watchdog, controller): under "
         f"{emulated} emulation a frame takes about 2 s, so the deadlines rightly pass first",
     }

@@ -41,6 +41,7 @@ def check_rows(built_models_dir, tmp_path_factory):
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
+@pytest.mark.many_frames
 @needs_shared
 def test_active_mode_never_passes_a_still_image(built_models_dir):
     """Every dev image, live or attack, is a still: it cannot answer a challenge."""
@@ -106,6 +107,7 @@ def test_check_table_and_missing_path(built_models_dir, tmp_path):
     assert r.returncode == 2 and "an existing file or folder" in r.stderr
 
 
+@pytest.mark.many_frames
 @needs_shared
 def test_edge_eval_on_the_dev_set(built_models_dir):
     """`edge eval` on the real pipeline: the table in human form and the figures in JSON."""

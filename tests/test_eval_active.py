@@ -176,6 +176,7 @@ def real_clip():
     s.wipe()
 
 
+@pytest.mark.many_frames
 def test_real_clip_turns_are_detected_and_its_replays_rarely_pass(real_clip):
     clip, s = real_clip
     assert s.present.mean() > 0.9

@@ -14,7 +14,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CLIPS = REPO.parent / "shared" / "action-dev"
 
-pytestmark = pytest.mark.skipif(not (CLIPS / "manifest.csv").is_file(), reason=f"{CLIPS} absent (dev clips)")
+pytestmark = [
+    pytest.mark.skipif(not (CLIPS / "manifest.csv").is_file(), reason=f"{CLIPS} absent (dev clips)"),
+    pytest.mark.many_frames,  # clips through the face mesh: skipped under emulation
+]
 
 
 @pytest.fixture(scope="module")
