@@ -8,9 +8,10 @@ relay, stdout JSON lines). The runner knows nothing about wires.
 
 from __future__ import annotations
 
+import queue
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 from edge.types import Prompt, Verdict
 
@@ -47,6 +48,18 @@ class Trigger(Protocol):
         """Block up to ``timeout_s`` for the next session request; None on timeout."""
 
     def close(self) -> None: ...
+
+
+def wait_for_request(requests: "queue.Queue[SessionRequest]", timeout_s: float,
+                     raise_if_failed: Callable[[], None]) -> SessionRequest | None:
+    """:meth:`Trigger.wait` of a bridge whose reader thread queues requests: a dead link raises before
+    and after the wait, so the runner learns of it within one wait."""
+    raise_if_failed()
+    try:
+        return requests.get(timeout=max(0.0, timeout_s))
+    except queue.Empty:
+        raise_if_failed()
+        return None
 
 
 @runtime_checkable

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from firmware_bridge.challenge import challenge_seed
-from edge.bridge.base import SessionRequest
+from edge.bridge.base import SessionRequest, wait_for_request
 from edge.errors import BridgeError, ConfigError
 from edge.types import Prompt, Reason, Verdict, VerdictKind
 
@@ -579,12 +579,7 @@ class OsdpBridge:
     # ---------------------------------------------------------------- Trigger
 
     def wait(self, timeout_s: float) -> SessionRequest | None:
-        self._raise_if_failed()
-        try:
-            return self._requests.get(timeout=max(0.0, timeout_s))
-        except queue.Empty:
-            self._raise_if_failed()
-            return None
+        return wait_for_request(self._requests, timeout_s, self._raise_if_failed)
 
     # ---------------------------------------------------------------- VerdictSink
 

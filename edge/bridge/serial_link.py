@@ -25,7 +25,7 @@ from typing import Callable
 
 from firmware_bridge import protocol as P
 from firmware_bridge.challenge import challenge_seed
-from edge.bridge.base import SessionRequest
+from edge.bridge.base import SessionRequest, wait_for_request
 from edge.errors import BridgeError
 from edge.types import Prompt, Reason, Verdict
 
@@ -147,12 +147,7 @@ class SerialBridge:
     # ---------------------------------------------------------------- Trigger
 
     def wait(self, timeout_s: float) -> SessionRequest | None:
-        self._raise_if_failed()
-        try:
-            return self._requests.get(timeout=max(0.0, timeout_s))
-        except queue.Empty:
-            self._raise_if_failed()
-            return None
+        return wait_for_request(self._requests, timeout_s, self._raise_if_failed)
 
     # ---------------------------------------------------------------- VerdictSink
 
