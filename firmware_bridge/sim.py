@@ -87,7 +87,11 @@ class SimBoard:
 
 
 def parse_template(text: str) -> bytes:
-    """A template as `edge enroll` prints it (base64, or hex with --hex): bytes, or ValueError saying why."""
+    """A template as `edge enroll` prints it (base64, or hex with --hex): bytes, or ValueError saying why.
+
+    Not edge.match.template.from_text: the controller side imports nothing of the runtime and treats a
+    template as opaque bytes (up to START's limit), whatever the runtime's format.
+    """
     t = "".join(text.split())
     if not t:
         raise ValueError("empty")

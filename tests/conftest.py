@@ -69,12 +69,12 @@ def pytest_collection_modifyitems(config, items):
     """Under emulation (scripts/test-aarch64.sh sets EDGE_TEST_EMULATED) skip, by name, what it cannot afford.
 
     qemu-user runs floating point in software: the models run 150-300x slower than natively (BlazeFace 0.26 s,
-    the face mesh 1.0 s a frame) and numpy's float64 more so. Two kinds of test would take hours there:
+    the face mesh 1.0 s a frame) and numpy's float64 more so. Three marks name what that rules out:
     ``requantizes`` re-runs a real model's calibration pass (about 40 min each; the emulated set-up ran that
-    very pass and its artifacts matched their pinned sha256), and ``many_frames`` pushes clips or the whole
-    dev set through the active pipeline (the golden-output tests, the passive check of the dev set and the
-    short mesh tests, which do run, check the models on aarch64). ``realtime`` runs sessions against wall-clock deadlines (the watchdog, the controller's),
-    which a frame of about 2 s cannot meet.
+    very pass and its artifacts matched their pinned sha256); ``many_frames`` pushes clips or the whole dev
+    set through the active pipeline (the golden-output tests, the passive check of the dev set and the short
+    mesh tests, which do run, check the models on aarch64); ``realtime`` runs sessions against wall-clock
+    deadlines (the watchdog, the controller's), which a frame of about 2 s cannot meet.
     """
     emulated = os.environ.get("EDGE_TEST_EMULATED")
     if not emulated:
